@@ -1,0 +1,258 @@
+"""Deciding, from one answer of Agora's ``query``, whether a wait is done, goes on, or has failed.
+
+Pure functions over plain data: the sensor (poke and reschedule) and the trigger (deferrable) call
+the same ones, so the three modes cannot disagree. ``WaitMemory`` is what a wait carries from one
+poll to the next; it round-trips through JSON so it can live in Airflow's task state store.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+from airflow_provider_agora._api import check_path_parameter, check_recording_mode
+from airflow_provider_agora.exceptions import (
+    AgoraApiError,
+    AgoraConfigurationError,
+    AgoraError,
+    AgoraNotFoundError,
+    AgoraRouteNotFoundError,
+)
+from airflow_provider_agora.models import RecordingSnapshot, parse_recording
+
+# serverResponse.status, as Agora documents it (query reference).
+STATUS_MEANINGS = {
+    0: "not started",
+    1: "initialization complete",
+    2: "components starting",
+    3: "some components ready",
+    4: "all components ready",
+    5: "in progress",
+    6: "stop requested",
+    7: "all components stopped",
+    8: "exited",
+    20: "exited abnormally",
+}
+LAST_LIFECYCLE_STATUS = 8
+ON_NOT_FOUND_CHOICES = ("fail", "succeed")
+_FILES_IN_MESSAGE = 20
+
+
+class Outcome(enum.Enum):
+    DONE = "done"
+    WAIT = "wait"
+    FAIL = "fail"
+
+
+def describe_status(status: int | None) -> str:
+    return f"{status} ({STATUS_MEANINGS.get(status, 'undocumented')})" if status is not None else "unknown"
+
+
+def describe_files(files: list[dict[str, Any]]) -> str:
+    names = [str(item.get("fileName", item)) for item in files[:_FILES_IN_MESSAGE]]
+    more = f" and {len(files) - _FILES_IN_MESSAGE} more" if len(files) > _FILES_IN_MESSAGE else ""
+    return f"{len(files)} file(s)" + (f": {', '.join(names)}{more}" if names else "")
+
+
+@dataclass(frozen=True)
+class WaitSpec:
+    """What a DAG author asked to wait for."""
+
+    resource_id: str
+    sid: str
+    recording_mode: str
+    target_status: int = LAST_LIFECYCLE_STATUS
+    failure_statuses: tuple[int, ...] = (20,)
+    not_found_grace_period: float = 90.0
+    on_not_found: str = "fail"
+
+    @classmethod
+    def checked(cls, **values: Any) -> WaitSpec:
+        """Build and validate at run time, after templates are rendered; one sentence per mistake."""
+        sid = values.get("sid")
+        sid_text = sid if isinstance(sid, str) else None
+        for name in ("resource_id", "sid"):
+            check_path_parameter(name, values.get(name), sid=sid_text)
+        check_recording_mode(values.get("recording_mode"), sid=sid_text)
+        target = values.get("target_status", LAST_LIFECYCLE_STATUS)
+        failures = values.get("failure_statuses", (20,))
+        if isinstance(failures, int) or not all(
+            isinstance(item, int) and not isinstance(item, bool) for item in failures
+        ):
+            raise AgoraConfigurationError(
+                f"failure_statuses for recording sid={sid} must be a list of status numbers such as [20], "
+                f"got {failures!r}."
+            )
+        failures = tuple(failures)
+        if isinstance(target, bool) or not isinstance(target, int) or not 0 <= target <= LAST_LIFECYCLE_STATUS:
+            raise AgoraConfigurationError(
+                f"target_status {target!r} for recording sid={sid} is not on Agora's 0-8 lifecycle: use for "
+                f"example 5 (in progress) or 8 (exited)."
+            )
+        if target in failures:
+            raise AgoraConfigurationError(
+                f"target_status {target} for recording sid={sid} is also in failure_statuses {list(failures)}: "
+                f"remove it from one of them."
+            )
+        grace = values.get("not_found_grace_period", 90.0)
+        if isinstance(grace, bool) or not isinstance(grace, (int, float)) or grace < 0:
+            raise AgoraConfigurationError(
+                f"not_found_grace_period for recording sid={sid} must be a number of seconds >= 0, got {grace!r}."
+            )
+        on_not_found = values.get("on_not_found", "fail")
+        if on_not_found not in ON_NOT_FOUND_CHOICES:
+            raise AgoraConfigurationError(
+                f"on_not_found {on_not_found!r} for recording sid={sid} is not valid: use 'fail' or 'succeed'."
+            )
+        return cls(
+            resource_id=values["resource_id"],
+            sid=values["sid"],
+            recording_mode=values["recording_mode"],
+            target_status=target,
+            failure_statuses=failures,
+            not_found_grace_period=float(grace),
+            on_not_found=on_not_found,
+        )
+
+    def result(self, snapshot: RecordingSnapshot, ended_by: str | None) -> dict[str, Any]:
+        """The XCom value: everything a downstream task needs, JSON-serialisable."""
+        return {
+            "resource_id": self.resource_id,
+            "sid": self.sid,
+            "recording_mode": self.recording_mode,
+            "status": snapshot.status,
+            "ended_by": ended_by,
+            "files": snapshot.files,
+            "server_response": snapshot.server_response,
+        }
+
+
+@dataclass(frozen=True)
+class WaitMemory:
+    """What one poll leaves for the next: when 404s began, and the last answer that had a status."""
+
+    not_found_since: float | None = None
+    last_seen: dict[str, Any] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Any) -> WaitMemory:
+        if not isinstance(data, dict):
+            return cls()
+        since = data.get("not_found_since")
+        last_seen = data.get("last_seen")
+        return cls(
+            not_found_since=float(since) if isinstance(since, (int, float)) else None,
+            last_seen=last_seen if isinstance(last_seen, dict) else None,
+        )
+
+
+@dataclass(frozen=True)
+class Decision:
+    outcome: Outcome
+    memory: WaitMemory
+    message: str
+    result: dict[str, Any] | None = None
+
+
+def decide_on_answer(spec: WaitSpec, memory: WaitMemory, body: Any) -> Decision:
+    """A ``query`` answered with a body: compare its status with the target and the failure statuses."""
+    snapshot = parse_recording(body, sid=spec.sid, require_status=True)
+    status = snapshot.status
+    seen = spec.result(snapshot, ended_by=None)
+    memory = WaitMemory(not_found_since=None, last_seen=seen)
+    files = describe_files(snapshot.files)
+    if status in spec.failure_statuses:
+        return Decision(
+            Outcome.FAIL,
+            memory,
+            f"Recording sid={spec.sid} reached failure status {describe_status(status)}. Last file list: {files}.",
+            seen,
+        )
+    if status is not None and spec.target_status <= status <= LAST_LIFECYCLE_STATUS:
+        return Decision(
+            Outcome.DONE,
+            memory,
+            f"Recording sid={spec.sid} reached status {describe_status(status)} "
+            f"(target {describe_status(spec.target_status)}); {files}.",
+            spec.result(snapshot, ended_by="status"),
+        )
+    return Decision(
+        Outcome.WAIT,
+        memory,
+        f"Recording sid={spec.sid} is at status {describe_status(status)}, waiting for "
+        f"{describe_status(spec.target_status)}; {len(snapshot.files)} file(s) so far.",
+    )
+
+
+def decide_on_error(spec: WaitSpec, memory: WaitMemory, error: AgoraError, now: float) -> Decision:
+    """A ``query`` failed. Returns the decision, or re-raises errors a wait has no rule for.
+
+    Transient errors (already retried by the transport) never fail the wait: the next poll asks
+    again, and only the wait's own deadline ends it.
+    """
+    if isinstance(error, AgoraNotFoundError):
+        return decide_on_not_found(spec, memory, error, now)
+    if isinstance(error, AgoraRouteNotFoundError):
+        return Decision(Outcome.FAIL, memory, str(error), memory.last_seen)
+    if error.retryable:
+        return Decision(
+            Outcome.WAIT,
+            memory,
+            f"Agora did not answer the query for recording sid={spec.sid} after retries ({error}); "
+            f"asking again at the next poll.",
+        )
+    raise error
+
+
+def decide_on_not_found(spec: WaitSpec, memory: WaitMemory, error: AgoraApiError, now: float) -> Decision:
+    """Agora's service said 404 ``failed to find worker``.
+
+    It means the session ended, never started, or is failing over to another server (which Agora
+    says can take up to 90 s). Only a 404 that outlasts the grace period counts.
+    """
+    since = memory.not_found_since if memory.not_found_since is not None else now
+    memory = replace(memory, not_found_since=since)
+    elapsed = max(now - since, 0.0)
+    if elapsed < spec.not_found_grace_period:
+        return Decision(
+            Outcome.WAIT,
+            memory,
+            f"Agora does not find recording sid={spec.sid} (HTTP 404, request id {error.request_id}) for "
+            f"{elapsed:.0f} s; waiting up to not_found_grace_period={spec.not_found_grace_period:g} s, "
+            f"because Agora's fail-over answers 404 for a while.",
+        )
+    last_seen = memory.last_seen
+    if spec.on_not_found == "succeed" and last_seen is not None:
+        result = {**last_seen, "ended_by": "not_found"}
+        return Decision(
+            Outcome.DONE,
+            memory,
+            f"Recording sid={spec.sid} was seen at status {describe_status(last_seen.get('status'))} and has "
+            f"been gone (HTTP 404) for {elapsed:.0f} s: it ended. Last file list: "
+            f"{describe_files(last_seen.get('files') or [])}.",
+            result,
+        )
+    seen_text = (
+        f"It was last seen at status {describe_status(last_seen.get('status'))} with "
+        f"{describe_files(last_seen.get('files') or [])}."
+        if last_seen
+        else "It was never seen running by this task."
+    )
+    hint = (
+        " To treat a recording that disappears after running as finished, set on_not_found='succeed'."
+        if spec.on_not_found == "fail"
+        else ""
+    )
+    return Decision(
+        Outcome.FAIL,
+        memory,
+        f"Recording sid={spec.sid} was not found by Agora (HTTP 404 'failed to find worker', request id "
+        f"{error.request_id}) for {elapsed:.0f} s, past not_found_grace_period="
+        f"{spec.not_found_grace_period:g} s: it has ended, never started, or resource_id/sid/recording_mode "
+        f"are wrong. {seen_text}{hint}",
+        last_seen,
+    )

@@ -1,0 +1,48 @@
+"""Provider metadata read by Airflow's providers manager.
+
+Every Airflow component imports this, so it imports nothing but the form declaration, which is
+plain data.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from airflow_provider_agora import __version__
+from airflow_provider_agora._connection_form import (
+    CONN_FIELDS,
+    CONNECTION_TYPE,
+    HOOK_NAME,
+    UI_FIELD_BEHAVIOUR,
+)
+
+_INTEGRATION = "Agora Cloud Recording"
+
+
+def get_provider_info() -> dict[str, Any]:
+    return {
+        "package-name": "airflow-provider-agora",
+        "name": "Agora Cloud Recording",
+        "description": "Hooks, sensors, triggers and operators for `Agora Cloud Recording "
+        "<https://docs.agora.io/en/cloud-recording/overview/product-overview>`__.",
+        "versions": [__version__],
+        "integrations": [
+            {
+                "integration-name": _INTEGRATION,
+                "external-doc-url": "https://docs.agora.io/en/cloud-recording/rest-api/overview",
+                "tags": ["service"],
+            }
+        ],
+        "hooks": [{"integration-name": _INTEGRATION, "python-modules": ["airflow_provider_agora.hooks.agora"]}],
+        "sensors": [{"integration-name": _INTEGRATION, "python-modules": ["airflow_provider_agora.sensors.agora"]}],
+        "operators": [{"integration-name": _INTEGRATION, "python-modules": ["airflow_provider_agora.operators.agora"]}],
+        "connection-types": [
+            {
+                "connection-type": CONNECTION_TYPE,
+                "hook-class-name": "airflow_provider_agora.hooks.agora.AgoraHook",
+                "hook-name": HOOK_NAME,
+                "ui-field-behaviour": UI_FIELD_BEHAVIOUR,
+                "conn-fields": CONN_FIELDS,
+            }
+        ],
+    }

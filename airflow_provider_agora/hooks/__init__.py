@@ -1,0 +1,1 @@
+"""Hooks of the Agora Cloud Recording provider."""

@@ -1,0 +1,162 @@
+"""Agora's ``query`` and ``stop`` answers, normalised into one JSON-serialisable shape.
+
+Agora spells a recording's files four ways: ``fileListMode`` ``"string"`` (one M3U8 name, mix mode
+with HLS only), ``"json"`` (a list of file objects), web recording (files under
+``extensionServiceState[].payload.fileList``, whose items spell ``filename``), and nothing at all
+(screenshots). ``parse_recording`` turns all of them into a list of file dicts with Agora's own
+key names, so downstream tasks never care which mode made the files.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from airflow_provider_agora.exceptions import AgoraResponseError
+
+# Agora's file keys, by their lower-case spelling (web recording writes ``filename``).
+_FILE_KEYS = {
+    "filename": "fileName",
+    "tracktype": "trackType",
+    "uid": "uid",
+    "mixedalluser": "mixedAllUser",
+    "isplayable": "isPlayable",
+    "slicestarttime": "sliceStartTime",
+}
+_BOOLEAN_KEYS = {"mixedAllUser", "isPlayable"}
+_TRUE = {"true", "1", "yes"}
+_FALSE = {"false", "0", "no"}
+
+WEB_RECORDER_SERVICE = "web_recorder_service"
+RTMP_PUBLISH_SERVICE = "rtmp_publish_service"
+UPLOAD_SERVICE = "upload_service"
+
+
+@dataclass(frozen=True)
+class RecordingSnapshot:
+    """What one ``query`` or ``stop`` answer says about a recording."""
+
+    status: int | None
+    files: list[dict[str, Any]]
+    server_response: dict[str, Any]
+    uploading_status: str | None = None
+    rtmp_outputs: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _as_bool(value: Any) -> Any:
+    if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+        return value.strip().lower() in _TRUE
+    return value
+
+
+def _as_int(value: Any) -> Any:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return int(value.strip())
+    return value
+
+
+def _normalise_file(item: Any, *, sid: str | None) -> dict[str, Any]:
+    if isinstance(item, str):
+        return {"fileName": item}
+    if not isinstance(item, dict):
+        raise AgoraResponseError(
+            f"Agora listed a file of recording sid={sid} as {type(item).__name__} {item!r}, not an object: "
+            f"the answer is kept in the task log; report it to Agora support.",
+            body=item,
+        )
+    normalised: dict[str, Any] = {}
+    for key, value in item.items():
+        canonical = _FILE_KEYS.get(str(key).lower(), str(key))
+        if canonical in _BOOLEAN_KEYS:
+            value = _as_bool(value)
+        elif canonical == "sliceStartTime":
+            value = _as_int(value)
+        elif canonical == "uid" and isinstance(value, int):
+            value = str(value)
+        normalised[canonical] = value
+    return normalised
+
+
+def _file_list(value: Any, *, sid: str | None, where: str, slice_start: Any = None) -> list[dict[str, Any]]:
+    if value is None or value == "":
+        return []
+    if isinstance(value, str):
+        single: dict[str, Any] = {"fileName": value}
+        if slice_start is not None:
+            single["sliceStartTime"] = _as_int(slice_start)
+        return [single]
+    if isinstance(value, list):
+        return [_normalise_file(item, sid=sid) for item in value]
+    raise AgoraResponseError(
+        f"Agora's {where} of recording sid={sid} is a {type(value).__name__}, not a list or a file name: "
+        f"{value!r}. Report it to Agora support with the request id.",
+        body=value,
+    )
+
+
+def _status(value: Any, *, sid: str | None, required: bool) -> int | None:
+    status = _as_int(value)
+    if isinstance(status, int) and not isinstance(status, bool):
+        return status
+    if required:
+        seen = "missing" if value is None else f"{value!r}, not a number"
+        raise AgoraResponseError(
+            f"Agora's answer for recording sid={sid} has no usable serverResponse.status ({seen}); "
+            f"cannot tell how far the recording is: retry later, and report the request id to Agora if "
+            f"it persists.",
+        )
+    return None
+
+
+def parse_recording(body: Any, *, sid: str | None, require_status: bool = True) -> RecordingSnapshot:
+    """Normalise a ``query`` (``require_status=True``) or ``stop`` answer.
+
+    Unknown fields are not interpreted but stay in ``server_response``, so nothing Agora said is lost.
+    """
+    server_response = body.get("serverResponse") if isinstance(body, dict) else None
+    if not isinstance(server_response, dict):
+        if require_status:
+            raise AgoraResponseError(
+                f"Agora's answer for recording sid={sid} has no serverResponse object "
+                f"({str(body)[:200]!r}): retry later, and report it to Agora support if it persists.",
+                body=body,
+            )
+        server_response = {}
+
+    files = _file_list(
+        server_response.get("fileList", server_response.get("fileListStr")),
+        sid=sid,
+        where="serverResponse.fileList",
+        slice_start=server_response.get("sliceStartTime"),
+    )
+    uploading_status = server_response.get("uploadingStatus")
+    rtmp_outputs: list[dict[str, Any]] = []
+    services = server_response.get("extensionServiceState") or []
+    if not isinstance(services, list):
+        raise AgoraResponseError(
+            f"Agora's extensionServiceState of recording sid={sid} is not a list: {services!r}.", body=services
+        )
+    for service in services:
+        if not isinstance(service, dict):
+            continue
+        raw_payload = service.get("payload")
+        payload: dict[str, Any] = raw_payload if isinstance(raw_payload, dict) else {}
+        name = service.get("serviceName")
+        if name == WEB_RECORDER_SERVICE:
+            files += _file_list(payload.get("fileList"), sid=sid, where="web_recorder_service fileList")
+        elif name == RTMP_PUBLISH_SERVICE and isinstance(payload.get("outputs"), list):
+            rtmp_outputs += [output for output in payload["outputs"] if isinstance(output, dict)]
+        if "uploadingStatus" in payload:
+            uploading_status = payload["uploadingStatus"]
+
+    return RecordingSnapshot(
+        status=_status(server_response.get("status"), sid=sid, required=require_status),
+        files=files,
+        server_response=server_response,
+        uploading_status=uploading_status if isinstance(uploading_status, str) else None,
+        rtmp_outputs=rtmp_outputs,
+    )

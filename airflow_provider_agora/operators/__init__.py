@@ -1,0 +1,1 @@
+"""Operators of the Agora Cloud Recording provider."""

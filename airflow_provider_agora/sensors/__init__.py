@@ -1,0 +1,1 @@
+"""Sensors of the Agora Cloud Recording provider."""

@@ -1,0 +1,148 @@
+"""``AgoraRecordingQuerySensor``: wait until an Agora cloud recording reaches a status."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from airflow_provider_agora._compat import AirflowFailException, BaseSensorOperator, PokeReturnValue
+from airflow_provider_agora._connection_form import DEFAULT_CONN_ID
+from airflow_provider_agora._waiting import (
+    LAST_LIFECYCLE_STATUS,
+    Decision,
+    Outcome,
+    WaitMemory,
+    WaitSpec,
+    decide_on_answer,
+    decide_on_error,
+)
+from airflow_provider_agora.exceptions import AgoraConfigurationError, AgoraError
+
+if TYPE_CHECKING:
+    from airflow_provider_agora._compat import Context
+    from airflow_provider_agora.hooks.agora import AgoraHook
+
+# Key of the wait's memory in Airflow's task state store (Airflow 3.3+).
+MEMORY_KEY = "agora_recording_wait"
+
+
+class AgoraRecordingQuerySensor(BaseSensorOperator):
+    """Wait until an Agora cloud recording reaches ``target_status``, and return its file list.
+
+    Each poke calls Agora's ``query`` once. The task succeeds once ``serverResponse.status`` is at
+    least ``target_status`` (and at most 8, "exited"); it fails without retry on a status in
+    ``failure_statuses`` or when Agora has not found the session for longer than
+    ``not_found_grace_period`` seconds. Transient errors (429, 5xx, timeouts) are retried inside
+    the poke and never fail the task before ``timeout``.
+
+    The XCom return value is ``{"resource_id", "sid", "recording_mode", "status", "ended_by",
+    "files", "server_response"}``; ``ended_by`` is ``"status"``, or ``"not_found"`` when
+    ``on_not_found="succeed"`` accepted a session that disappeared after it was seen running.
+
+    :param resource_id: Agora resource ID (from acquire). Templated.
+    :param sid: recording session ID (from start). Templated.
+    :param recording_mode: ``individual``, ``mix`` or ``web``: the mode the recording was started in. Templated.
+    :param app_id: Agora App ID; defaults to the connection's ``app_id`` extra. Templated.
+    :param agora_conn_id: the ``agora`` connection. Templated.
+    :param target_status: 0-8; 8 ("exited") waits for the end, 5 for "in progress".
+    :param failure_statuses: statuses that fail the task at once; Agora's 20 is "exited abnormally".
+    :param not_found_grace_period: seconds a service 404 must persist before it counts. Agora's
+        fail-over answers 404 for up to 90 s while the recording goes on; 0 fails on the first 404.
+    :param on_not_found: ``"fail"``, or ``"succeed"`` to count a session that was seen running and
+        then stays gone past the grace period as ended normally (with the last file list seen).
+    """
+
+    template_fields: Sequence[str] = ("resource_id", "sid", "recording_mode", "app_id", "agora_conn_id")
+    ui_color = "#099dfd"
+
+    def __init__(
+        self,
+        *,
+        resource_id: str,
+        sid: str,
+        recording_mode: str = "mix",
+        app_id: str | None = None,
+        agora_conn_id: str = DEFAULT_CONN_ID,
+        target_status: int = LAST_LIFECYCLE_STATUS,
+        failure_statuses: Sequence[int] = (20,),
+        not_found_grace_period: float = 90,
+        on_not_found: str = "fail",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        # Assigned verbatim: templates are rendered after __init__, values are checked at run time.
+        self.resource_id = resource_id
+        self.sid = sid
+        self.recording_mode = recording_mode
+        self.app_id = app_id
+        self.agora_conn_id = agora_conn_id
+        self.target_status = target_status
+        self.failure_statuses = failure_statuses
+        self.not_found_grace_period = not_found_grace_period
+        self.on_not_found = on_not_found
+        self._memory = WaitMemory()
+
+    @cached_property
+    def hook(self) -> AgoraHook:
+        """One hook, hence one HTTP session and one connection lookup, for every poke of this run."""
+        from airflow_provider_agora.hooks.agora import AgoraHook
+
+        return AgoraHook(self.agora_conn_id)
+
+    def wait_spec(self) -> WaitSpec:
+        try:
+            return WaitSpec.checked(
+                resource_id=self.resource_id,
+                sid=self.sid,
+                recording_mode=self.recording_mode,
+                target_status=self.target_status,
+                failure_statuses=self.failure_statuses,
+                not_found_grace_period=self.not_found_grace_period,
+                on_not_found=self.on_not_found,
+            )
+        except AgoraConfigurationError as error:
+            raise AirflowFailException(str(error)) from error
+
+    def poll(self, spec: WaitSpec, memory: WaitMemory) -> Decision:
+        """One logical ``query`` (retries inside), turned into a decision by the shared rules."""
+        try:
+            body = self.hook.query(spec.resource_id, spec.sid, spec.recording_mode, app_id=self.app_id)
+        except AgoraConfigurationError as error:
+            raise AirflowFailException(str(error)) from error
+        except AgoraError as error:
+            return decide_on_error(spec, memory, error, time.time())
+        return decide_on_answer(spec, memory, body)
+
+    def poke(self, context: Context) -> bool | PokeReturnValue:
+        spec = self.wait_spec()
+        store = context.get("task_state_store")  # Airflow 3.3+: survives reschedules and restarts
+        memory = WaitMemory.from_json(store.get(MEMORY_KEY)) if store is not None else self._memory
+        decision = self.poll(spec, memory)
+        while self._must_wait_out_not_found(decision, store, spec):
+            time.sleep(min(self.poke_interval, spec.not_found_grace_period))
+            decision = self.poll(spec, decision.memory)
+
+        self._memory = decision.memory
+        self.log.info("%s (request id %s)", decision.message, self.hook.last_request_id)
+        if store is not None:
+            if decision.outcome is Outcome.WAIT:
+                store.set(MEMORY_KEY, decision.memory.to_json())
+            else:
+                store.delete(MEMORY_KEY)
+        if decision.outcome is Outcome.FAIL:
+            raise AirflowFailException(decision.message)
+        if decision.outcome is Outcome.DONE:
+            return PokeReturnValue(is_done=True, xcom_value=decision.result)
+        return False
+
+    def _must_wait_out_not_found(self, decision: Decision, store: object, spec: WaitSpec) -> bool:
+        """In reschedule mode without a task state store (Airflow < 3.3) nothing survives between
+        pokes, so a 404 spell is waited out inside this poke, bounded by the grace period."""
+        return (
+            store is None
+            and self.reschedule
+            and decision.outcome is Outcome.WAIT
+            and decision.memory.not_found_since is not None
+        )

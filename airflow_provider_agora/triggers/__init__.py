@@ -1,0 +1,1 @@
+"""Triggers of the Agora Cloud Recording provider."""
