@@ -33,7 +33,7 @@ class RetryPolicy:
     max_delay: float = 30.0
     max_total_seconds: float = 120.0
 
-    def tenacity_arguments(self, log: logging.Logger | Any, what: str) -> dict[str, Any]:
+    def tenacity_arguments(self, log: logging.Logger | Any) -> dict[str, Any]:
         """Keyword arguments for ``tenacity.Retrying`` and ``tenacity.AsyncRetrying`` alike."""
         import tenacity
 
@@ -51,8 +51,7 @@ class RetryPolicy:
         def before_sleep(state: RetryCallState) -> None:
             error = state.outcome.exception() if state.outcome else None
             log.warning(
-                "%s failed (attempt %d of %d): %s Retrying in %.1f s.",
-                what,
+                "Attempt %d of %d failed: %s Retrying in %.1f s.",
                 state.attempt_number,
                 self.max_attempts,
                 error,

@@ -216,8 +216,7 @@ class AgoraHook(BaseHook):
     def _call(self, endpoint: Endpoint, body: dict[str, Any] | None = None, *, sid: str | None = None) -> Any:
         import tenacity
 
-        what = f"Agora {endpoint.operation}" + (f" for recording sid={sid}" if sid else "")
-        retrying = tenacity.Retrying(**self.retry_policy.tenacity_arguments(log, what))
+        retrying = tenacity.Retrying(**self.retry_policy.tenacity_arguments(log))
         return retrying(self._send_once, endpoint, body, sid, self.settings.timeout)
 
     # -- the API ---------------------------------------------------------------------------------

@@ -1,0 +1,308 @@
+"""HTTP plumbing: a keep-alive ``ThreadingHTTPServer``, the request log and the control endpoints."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Any, cast
+from urllib.parse import urlsplit
+
+from airflow_provider_agora.simulator._api import CloudRecordingApi
+from airflow_provider_agora.simulator._faults import Faults
+from airflow_provider_agora.simulator._lifecycle import Clock
+from airflow_provider_agora.simulator._responses import NO_ROUTE, Response, gateway_error, json_response
+
+CONTROL_PREFIX = "/_simulator/"
+_MAX_BODY = 1 << 20
+
+
+@dataclass(frozen=True)
+class RequestRecord:
+    """One API request as the simulator answered it; ``time`` is ``time.time()`` at arrival."""
+
+    method: str
+    path: str
+    status: int
+    time: float
+    customer_id: str | None
+    request_id: str
+
+
+class _Handler(BaseHTTPRequestHandler):
+    """Reads the whole body before answering so keep-alive connections stay in step."""
+
+    protocol_version = "HTTP/1.1"
+    timeout = 60  # idle keep-alive connections are dropped after this many seconds
+
+    def do_GET(self) -> None:
+        self._dispatch()
+
+    def do_POST(self) -> None:
+        self._dispatch()
+
+    def do_PUT(self) -> None:
+        self._dispatch()
+
+    def do_PATCH(self) -> None:
+        self._dispatch()
+
+    def do_DELETE(self) -> None:
+        self._dispatch()
+
+    def do_HEAD(self) -> None:
+        self._dispatch()
+
+    def do_OPTIONS(self) -> None:
+        self._dispatch()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Silence the default stderr access log; the request log replaces it."""
+
+    def _read_body(self) -> bytes:
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            chunks: list[bytes] = []
+            while True:
+                size = int(self.rfile.readline(1024).split(b";", 1)[0].strip() or b"0", 16)
+                if size == 0:
+                    while self.rfile.readline(1024) not in (b"\r\n", b"\n", b""):
+                        pass
+                    return b"".join(chunks)
+                chunks.append(self.rfile.read(size))
+                self.rfile.readline(1024)
+        length = int(self.headers.get("Content-Length") or 0)
+        if length > _MAX_BODY:
+            raise ValueError("request body too large")
+        return self.rfile.read(length) if length > 0 else b""
+
+    def _dispatch(self) -> None:
+        arrival_epoch = time.time()
+        arrival = time.monotonic()
+        request_id = uuid.uuid4().hex
+        simulator = cast(_Server, self.server).simulator
+        try:
+            body = self._read_body()
+        except ValueError:
+            self.close_connection = True
+            self._send(gateway_error(400, "malformed request body"), request_id)
+            return
+        path = urlsplit(self.path).path
+        if path.startswith(CONTROL_PREFIX):
+            self._send(simulator._control(self.command, path, body), request_id)
+            return
+        result = simulator._api.handle(self.command, path, self.headers.get("Authorization"), body, arrival)
+        latency = simulator.faults.latency
+        if latency > 0:
+            time.sleep(latency)
+        simulator._log(
+            RequestRecord(self.command, path, result.response.status, arrival_epoch, result.customer_id, request_id)
+        )
+        self._send(result.response, request_id)
+
+    def _send(self, response: Response, request_id: str) -> None:
+        self.send_response(response.status)
+        self.send_header("Content-Type", response.content_type)
+        self.send_header("Content-Length", str(len(response.body)))
+        self.send_header("X-Request-Id", request_id)
+        for name, value in response.headers:
+            self.send_header(name, value)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(response.body)
+
+
+class _Server(ThreadingHTTPServer):
+    """Tracks open connections so ``stop`` can cut idle keep-alive clients off."""
+
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], simulator: AgoraSimulator) -> None:
+        self.simulator = simulator
+        self._connections: set[socket.socket] = set()
+        self._connections_lock = threading.Lock()
+        super().__init__(address, _Handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._connections_lock:
+            self._connections.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._connections_lock:
+            self._connections.discard(request)
+        super().shutdown_request(request)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Clients hanging up mid-request are normal here; anything else is reported as usual."""
+        if not isinstance(sys.exc_info()[1], OSError):
+            super().handle_error(request, client_address)
+
+    def close_connections(self) -> None:
+        """Shut every open connection so handler threads blocked on keep-alive reads return."""
+        with self._connections_lock:
+            connections = list(self._connections)
+        for connection in connections:
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
+
+
+class AgoraSimulator:
+    """A local stand-in for Agora's Cloud Recording REST API, for tests and demos.
+
+    ``speed`` scales simulated time (lifecycle, maxIdleTime, resource expiry, fault windows);
+    the rate limit, ``Retry-After`` and ``faults.latency`` stay in real seconds because they
+    concern real requests. ``rate_limit_per_second=None`` disables the limit.
+
+    Where Agora's documentation is silent the simulator chooses:
+
+    * ``stop`` answers at once. With ``async_stop: false`` the files are reported ``"uploaded"``;
+      with ``async_stop: true`` the same file list comes with ``uploadingStatus: "unknown"``
+      (a documented value: the upload outcome is not known yet). Both start the 6→7→8 tail.
+    * A stop before the first slice (in any mode) answers 206 ``code 435`` and still ends the session.
+    * Gateway 404s (unknown route) come before auth and consume no fault; ``faults.latency`` is
+      added to every non-control answer. Control requests (``/_simulator/*``) are neither logged
+      nor rate-limited nor faulted.
+    """
+
+    def __init__(
+        self,
+        customer_id: str = "sim-customer",
+        customer_secret: str = "sim-secret",
+        app_ids: Iterable[str] = ("sim-app",),
+        host: str = "127.0.0.1",
+        port: int = 0,
+        speed: float = 1.0,
+        rate_limit_per_second: int | None = 10,
+    ) -> None:
+        self.customer_id = customer_id
+        self.customer_secret = customer_secret
+        self.app_ids: tuple[str, ...] = tuple(app_ids)
+        self.host = host
+        self.port = port
+        self._clock = Clock(speed)
+        self.faults = Faults(self._clock.now)
+        self._api = CloudRecordingApi(
+            customer_id, customer_secret, self.app_ids, self._clock, self.faults, rate_limit_per_second
+        )
+        self._log_lock = threading.Lock()
+        self._request_log: list[RequestRecord] = []
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def start(self) -> AgoraSimulator:
+        """Bind (port 0 picks a free port) and serve from a daemon thread."""
+        if self._server is not None:
+            raise RuntimeError("simulator already started")
+        server = _Server((self.host, self.port), self)
+        self.port = server.server_address[1]
+        self._server = server
+        self._thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.1}, name="agora-simulator", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and drop open connections; safe to call twice."""
+        server, self._server = self._server, None
+        if server is None:
+            return
+        server.shutdown()
+        server.close_connections()
+        server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def __enter__(self) -> AgoraSimulator:
+        return self if self._server is not None else self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        """Base URL to configure as the Agora API host."""
+        if self._server is None:
+            raise RuntimeError("simulator is not running; call start() first")
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    @property
+    def speed(self) -> float:
+        """Simulated seconds per wall-clock second."""
+        return self._clock.speed
+
+    def simulated_time(self) -> float:
+        """Simulated seconds since the simulator was created; lets tests wait on simulated time."""
+        return self._clock.now()
+
+    # -- observation and control ---------------------------------------------------------------
+
+    @property
+    def request_log(self) -> list[RequestRecord]:
+        """Copy of every API request answered so far (control requests excluded)."""
+        with self._log_lock:
+            return list(self._request_log)
+
+    def clear_request_log(self) -> None:
+        """Forget logged requests, e.g. between phases of a test."""
+        with self._log_lock:
+            self._request_log.clear()
+
+    def leave_channel(self, cname: str) -> int:
+        """Every user leaves ``cname``: its non-web recordings exit after their ``maxIdleTime``.
+
+        Returns the number of recordings affected. Recordings started later on the same channel
+        see the default users again.
+        """
+        return self._api.leave_channel(cname)
+
+    def _log(self, record: RequestRecord) -> None:
+        with self._log_lock:
+            self._request_log.append(record)
+
+    def _control(self, method: str, path: str, body: bytes) -> Response:
+        """``/_simulator/*``: request log, faults and channel control for other processes."""
+        name = path[len(CONTROL_PREFIX) :].rstrip("/")
+        try:
+            payload = json.loads(body) if body.strip() else {}
+        except ValueError:
+            return gateway_error(400, "invalid JSON body")
+        if name == "requests" and method == "GET":
+            return json_response(200, [asdict(record) for record in self.request_log])
+        if name == "requests" and method == "DELETE":
+            self.clear_request_log()
+            return json_response(200, [])
+        if name == "faults" and method in ("GET", "POST", "DELETE"):
+            if method == "DELETE":
+                self.faults.reset()
+            elif method == "POST":
+                if not isinstance(payload, dict):
+                    return gateway_error(400, "expected a JSON object of faults")
+                try:
+                    self.faults.apply(payload)
+                except (TypeError, ValueError) as exc:
+                    return gateway_error(400, str(exc))
+            return json_response(200, self.faults.state())
+        if name == "leave_channel" and method == "POST":
+            cname = payload.get("cname") if isinstance(payload, dict) else None
+            if not isinstance(cname, str):
+                return gateway_error(400, 'expected {"cname": "..."}')
+            return json_response(200, {"cname": cname, "recordings": self.leave_channel(cname)})
+        return NO_ROUTE

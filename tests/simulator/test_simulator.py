@@ -1,0 +1,825 @@
+"""Tests of the Agora Cloud Recording simulator, driven over real HTTP with ``requests``.
+
+Shapes are compared with the documented examples in the project's API reference (§9); timings use
+``speed`` so that each test takes well under a few seconds, and waiting is done by polling with a
+deadline, never by sleeping for a guessed duration.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+import requests
+
+from airflow_provider_agora.simulator import (
+    ABNORMAL_STATUS,
+    EXIT_TIMELINE,
+    RESOURCE_TTL,
+    SIMULATED_USERS,
+    STARTUP_TIMELINE,
+    AgoraSimulator,
+    RequestRecord,
+)
+
+AUTH = ("sim-customer", "sim-secret")
+APP = "sim-app"
+UID = "527841"
+REPO_ROOT = Path(__file__).resolve().parents[2]
+T = TypeVar("T")
+THROTTLED = -1  # status() while rate-limited: matches no real status
+
+# --- documented bodies (reference §9), copied as data ------------------------------------------
+
+EX1_QUERY_JSON = {
+    "resourceId": "JyvK8nXHuV1BE64",
+    "serverResponse": {
+        "fileListMode": "json",
+        "fileList": [
+            {
+                "fileName": "xxx.m3u8",
+                "trackType": "audio_and_video",
+                "uid": "123",
+                "mixedAllUser": True,
+                "isPlayable": True,
+                "sliceStartTime": 1562724971626,
+            },
+        ],
+        "status": 5,
+        "sliceStartTime": 1562724971626,
+    },
+}
+EX2_QUERY_MIX_STRING = {
+    "resourceId": "xxxx",
+    "sid": "yyy",
+    "serverResponse": {"status": 5, "fileList": "zzzz.m3u8", "fileListMode": "string", "sliceStartTime": 1606357122528},
+}
+EX3_QUERY_WEB = {
+    "cname": "httpClient463224",
+    "uid": "527841",
+    "resourceId": "JyvK8nXHuV1BE.....",
+    "sid": "38f8e3c.....",
+    "serverResponse": {
+        "status": 0,
+        "extensionServiceState": [
+            {
+                "payload": {
+                    "fileList": [{"filename": "xxx.m3u8", "sliceStartTime": 0}],
+                    "onhold": True,
+                    "state": "inProgress",
+                },
+                "serviceName": "web_recorder_service",
+            }
+        ],
+    },
+}
+EX3_RTMP_ITEM = {
+    "payload": {"outputs": [{"rtmpUrl": "rtmp://xxx", "status": "publishing"}]},
+    "serviceName": "rtmp_publish_service",
+}
+EX4_STOP_WEB_UPLOAD_ITEM = {"payload": {"uploadingStatus": "uploaded"}, "serviceName": "upload_service"}
+EX4_STOP_JSON = {
+    "resourceId": "JyvK8n",
+    "sid": "38f8e3cfdc474cd56fc1ceba380d7e1a",
+    "serverResponse": {
+        "fileListMode": "json",
+        "fileList": [
+            {
+                "fileName": "xxx.m3u8",
+                "trackType": "audio_and_video",
+                "uid": "123",
+                "mixedAllUser": True,
+                "isPlayable": True,
+                "sliceStartTime": 1562724971626,
+            }
+        ],
+        "uploadingStatus": "uploaded",
+    },
+}
+EX5_STOP_MIX_STRING = {
+    "resourceId": "xxxx",
+    "sid": "yyy",
+    "serverResponse": {"fileListMode": "string", "fileList": "zzzz.m3u8", "uploadingStatus": "uploaded"},
+}
+
+
+def shape(value: Any) -> Any:
+    """Keys and JSON types of a body, with lists reduced to the distinct shapes of their items."""
+    if isinstance(value, dict):
+        return {key: shape(item) for key, item in value.items()}
+    if isinstance(value, list):
+        distinct: list[Any] = []
+        for item in map(shape, value):
+            if item not in distinct:
+                distinct.append(item)
+        return distinct
+    return type(value).__name__
+
+
+# --- helpers -------------------------------------------------------------------------------------
+
+
+def wait_for(condition: Callable[[], T | None], timeout: float = 5.0, interval: float = 0.005) -> T:
+    """Poll ``condition`` until it returns something truthy, failing after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met before the deadline")
+        time.sleep(interval)
+
+
+class Client:
+    """Thin Agora client over one keep-alive ``requests`` session."""
+
+    def __init__(self, sim: AgoraSimulator, auth: tuple[str, str] | None = AUTH, app: str = APP) -> None:
+        self.sim = sim
+        self.session = requests.Session()
+        self.session.auth = auth
+        self.base = f"{sim.url}/v1/apps/{app}/cloud_recording"
+
+    def acquire(self, cname: str = "ch", uid: str = UID, **client_request: Any) -> requests.Response:
+        return self.session.post(
+            f"{self.base}/acquire", json={"cname": cname, "uid": uid, "clientRequest": client_request}
+        )
+
+    def start(
+        self, rid: str, mode: str = "mix", cname: str = "ch", uid: str = UID, **client_request: Any
+    ) -> requests.Response:
+        return self.session.post(
+            f"{self.base}/resourceid/{rid}/mode/{mode}/start",
+            json={"cname": cname, "uid": uid, "clientRequest": client_request},
+        )
+
+    def begin(self, mode: str = "mix", cname: str = "ch", uid: str = UID, **client_request: Any) -> tuple[str, str]:
+        """acquire + start; returns (resourceId, sid)."""
+        rid = self.acquire(cname, uid).json()["resourceId"]
+        response = self.start(rid, mode, cname, uid, **client_request)
+        assert response.status_code == 200, response.text
+        return rid, response.json()["sid"]
+
+    def session_url(self, rid: str, sid: str, mode: str) -> str:
+        return f"{self.base}/resourceid/{rid}/sid/{sid}/mode/{mode}"
+
+    def query(self, rid: str, sid: str, mode: str = "mix") -> requests.Response:
+        return self.session.get(f"{self.session_url(rid, sid, mode)}/query")
+
+    def stop(
+        self, rid: str, sid: str, mode: str = "mix", cname: str = "ch", uid: str = UID, async_stop: bool = False
+    ) -> requests.Response:
+        return self.session.post(
+            f"{self.session_url(rid, sid, mode)}/stop",
+            json={"cname": cname, "uid": uid, "clientRequest": {"async_stop": async_stop}},
+        )
+
+    def update(self, rid: str, sid: str, mode: str = "mix", **client_request: Any) -> requests.Response:
+        return self.session.post(
+            f"{self.session_url(rid, sid, mode)}/update",
+            json={"cname": "ch", "uid": UID, "clientRequest": client_request},
+        )
+
+    def update_layout(self, rid: str, sid: str, mode: str = "mix", **client_request: Any) -> requests.Response:
+        return self.session.post(
+            f"{self.session_url(rid, sid, mode)}/updateLayout",
+            json={"cname": "ch", "uid": UID, "clientRequest": client_request},
+        )
+
+    def status(self, rid: str, sid: str, mode: str = "mix") -> int | None:
+        """``serverResponse.status``, ``None`` on a service 404, :data:`THROTTLED` on a 429."""
+        response = self.query(rid, sid, mode)
+        if response.status_code == 429:
+            return THROTTLED
+        if response.status_code == 404:
+            assert response.json()["code"] == 404
+            return None
+        assert response.status_code == 200, response.text
+        return int(response.json()["serverResponse"]["status"])
+
+    def wait_status(self, rid: str, sid: str, wanted: int | None, mode: str = "mix", timeout: float = 5.0) -> None:
+        wait_for(lambda: self.status(rid, sid, mode) == wanted, timeout)
+
+    def wait_gone(self, rid: str, sid: str, mode: str = "mix", timeout: float = 5.0) -> None:
+        wait_for(lambda: self.status(rid, sid, mode) is None, timeout)
+
+
+@pytest.fixture
+def make_sim() -> Iterator[Callable[..., AgoraSimulator]]:
+    """Start simulators (fast clock, no rate limit unless asked) and stop them after the test."""
+    started: list[AgoraSimulator] = []
+
+    def factory(**kwargs: Any) -> AgoraSimulator:
+        kwargs.setdefault("speed", 20.0)
+        kwargs.setdefault("rate_limit_per_second", None)
+        sim = AgoraSimulator(**kwargs).start()
+        started.append(sim)
+        return sim
+
+    yield factory
+    for sim in started:
+        sim.stop()
+
+
+@pytest.fixture
+def sim(make_sim: Callable[..., AgoraSimulator]) -> AgoraSimulator:
+    return make_sim()
+
+
+@pytest.fixture
+def client(sim: AgoraSimulator) -> Client:
+    return Client(sim)
+
+
+def expected_status(elapsed: float) -> int:
+    status = STARTUP_TIMELINE[0][1]
+    for begins, value in STARTUP_TIMELINE:
+        if elapsed >= begins:
+            status = value
+    return status
+
+
+# --- lifecycle ------------------------------------------------------------------------------------
+
+
+def test_startup_follows_the_timeline_and_files_appear_at_status_5(make_sim: Callable[..., AgoraSimulator]) -> None:
+    sim = make_sim(speed=4.0)
+    client = Client(sim)
+    rid = client.acquire().json()["resourceId"]
+    before_start = sim.simulated_time()
+    sid = client.start(rid).json()["sid"]
+    after_start = sim.simulated_time()
+    seen: list[int] = []
+
+    def sample() -> bool:
+        t0 = sim.simulated_time()
+        body = client.query(rid, sid).json()["serverResponse"]
+        t1 = sim.simulated_time()
+        status = body["status"]
+        # The answer must be the table's status for some moment during the request.
+        assert expected_status(t0 - after_start) <= status <= expected_status(t1 - before_start)
+        if status < 5:
+            assert body["fileList"] == "" and body["sliceStartTime"] == 0
+        else:
+            assert body["fileList"] == f"{sid}_ch.m3u8"
+            assert body["sliceStartTime"] > 1_000_000_000_000  # epoch milliseconds
+        seen.append(status)
+        return status == 5
+
+    wait_for(sample, timeout=5.0)
+    assert seen == sorted(seen)
+    assert set(seen) == {status for _, status in STARTUP_TIMELINE}
+
+
+def test_resource_id_and_sid_formats(client: Client) -> None:
+    acquired = client.acquire()
+    assert acquired.status_code == 200
+    body = acquired.json()
+    assert body["cname"] == "ch" and body["uid"] == UID
+    rid = body["resourceId"]
+    assert len(rid) >= 64 and all(c.isalnum() or c in "-_" for c in rid)
+    started = client.start(rid).json()
+    assert set(started) == {"cname", "uid", "resourceId", "sid"}
+    assert len(started["sid"]) == 32 and int(started["sid"], 16) >= 0
+
+
+# --- query shapes against the documented examples -------------------------------------------------
+
+
+def test_query_mix_hls_is_a_string_file_list_like_example_2(client: Client) -> None:
+    rid, sid = client.begin("mix", recordingFileConfig={"avFileType": ["hls"]})
+    client.wait_status(rid, sid, 5)
+    body = client.query(rid, sid).json()
+    assert shape(body["serverResponse"]) == shape(EX2_QUERY_MIX_STRING["serverResponse"])
+    assert list(body) == ["cname", "uid", "resourceId", "sid", "serverResponse"]
+
+
+def test_query_mix_with_mp4_is_a_json_file_list_like_example_1(client: Client) -> None:
+    rid, sid = client.begin("mix", recordingFileConfig={"avFileType": ["hls", "mp4"]})
+    client.wait_status(rid, sid, 5)
+    server_response = client.query(rid, sid).json()["serverResponse"]
+    assert shape(server_response) == shape(EX1_QUERY_JSON["serverResponse"])
+    assert server_response["fileList"] == [
+        {
+            "fileName": f"{sid}_ch.m3u8",
+            "trackType": "audio_and_video",
+            "uid": "0",
+            "mixedAllUser": True,
+            "isPlayable": True,
+            "sliceStartTime": server_response["sliceStartTime"],
+        }
+    ]
+    stopped = client.stop(rid, sid).json()["serverResponse"]
+    assert shape(stopped) == shape(EX4_STOP_JSON["serverResponse"])
+    assert [item["fileName"] for item in stopped["fileList"]] == [f"{sid}_ch.m3u8", f"{sid}_ch_0.mp4"]
+
+
+def test_query_individual_lists_each_user_and_track_like_example_1(client: Client) -> None:
+    rid, sid = client.begin("individual", recordingFileConfig={"avFileType": ["hls"]})
+    client.wait_status(rid, sid, 5, mode="individual")
+    server_response = client.query(rid, sid, "individual").json()["serverResponse"]
+    assert shape(server_response) == shape(EX1_QUERY_JSON["serverResponse"])
+    assert [(item["uid"], item["trackType"], item["fileName"]) for item in server_response["fileList"]] == [
+        (uid, track, f"{sid}_ch__uid_s_{uid}__uid_e_{track}.m3u8")
+        for uid in SIMULATED_USERS
+        for track in ("audio", "video")
+    ]
+    assert all(item["mixedAllUser"] is False for item in server_response["fileList"])
+
+
+def test_individual_subscribe_lists_and_file_name_prefix(client: Client) -> None:
+    rid, sid = client.begin(
+        "individual",
+        recordingConfig={"subscribeAudioUids": ["7"], "subscribeVideoUids": ["7", "8"]},
+        storageConfig={"fileNamePrefix": ["dir1", "dir2"]},
+    )
+    client.wait_status(rid, sid, 5, mode="individual")
+    files = client.query(rid, sid, "individual").json()["serverResponse"]["fileList"]
+    assert [item["fileName"] for item in files] == [
+        f"dir1/dir2/{sid}_ch__uid_s_7__uid_e_audio.m3u8",
+        f"dir1/dir2/{sid}_ch__uid_s_7__uid_e_video.m3u8",
+        f"dir1/dir2/{sid}_ch__uid_s_8__uid_e_video.m3u8",
+    ]
+
+
+def test_individual_snapshots_only_report_status_and_slice_start(client: Client) -> None:
+    rid, sid = client.begin("individual", snapshotConfig={"captureInterval": 5, "fileType": ["jpg"]})
+    client.wait_status(rid, sid, 5, mode="individual")
+    server_response = client.query(rid, sid, "individual").json()["serverResponse"]
+    assert set(server_response) == {"status", "sliceStartTime"}
+    assert client.stop(rid, sid, "individual").json()["serverResponse"] == {"uploadingStatus": "uploaded"}
+
+
+def test_query_web_like_example_3_with_cdn_push(client: Client) -> None:
+    rid, sid = client.begin(
+        "web",
+        extensionServiceConfig={
+            "extensionServices": [
+                {"serviceName": "web_recorder_service", "serviceParam": {"url": "https://example.com"}},
+                {"serviceName": "rtmp_publish_service", "serviceParam": {"outputs": [{"rtmpUrl": "rtmp://cdn/x"}]}},
+            ]
+        },
+    )
+    early = client.query(rid, sid, "web").json()["serverResponse"]
+    if early["status"] < 5:
+        assert early["extensionServiceState"][0]["payload"]["state"] == "init"
+        assert early["extensionServiceState"][0]["payload"]["fileList"] == []
+    client.wait_status(rid, sid, 5, mode="web")
+    body = client.query(rid, sid, "web").json()
+    assert shape(body) == {**shape(EX3_QUERY_WEB), "serverResponse": shape(body["serverResponse"])}
+    web_item, rtmp_item = body["serverResponse"]["extensionServiceState"]
+    assert shape({**body["serverResponse"], "extensionServiceState": [web_item]}) == shape(
+        EX3_QUERY_WEB["serverResponse"]
+    )
+    assert web_item["payload"]["state"] == "inProgress"
+    assert web_item["payload"]["fileList"][0]["filename"] == f"{sid}_ch.m3u8"
+    assert shape(rtmp_item) == shape(EX3_RTMP_ITEM)
+    assert rtmp_item["payload"]["outputs"] == [{"rtmpUrl": "rtmp://cdn/x", "status": "publishing"}]
+
+
+# --- stop -----------------------------------------------------------------------------------------
+
+
+def test_stop_answers_files_then_6_7_8_then_404(make_sim: Callable[..., AgoraSimulator]) -> None:
+    sim = make_sim(speed=10.0)
+    client = Client(sim)
+    rid, sid = client.begin("mix")
+    client.wait_status(rid, sid, 5)
+    stopped = client.stop(rid, sid)
+    assert stopped.status_code == 200
+    body = stopped.json()
+    assert shape(body["serverResponse"]) == shape(EX5_STOP_MIX_STRING["serverResponse"])
+    assert body["serverResponse"] == {
+        "fileListMode": "string",
+        "fileList": f"{sid}_ch.m3u8",
+        "uploadingStatus": "uploaded",
+    }
+    assert {"cname", "uid", "resourceId", "sid"} <= set(body)
+
+    seen: list[int | None] = []
+
+    def tail() -> bool:
+        seen.append(client.status(rid, sid))
+        return seen[-1] is None
+
+    wait_for(tail)
+    statuses = [s for s in dict.fromkeys(seen) if s is not None]
+    assert statuses == [status for _, status in EXIT_TIMELINE]
+    gone = client.query(rid, sid)
+    assert gone.status_code == 404
+    assert gone.json()["code"] == 404 and gone.json()["reason"] == "failed to find worker"
+    assert client.stop(rid, sid).status_code == 404
+
+
+def test_second_stop_while_exiting_is_code_49(client: Client) -> None:
+    rid, sid = client.begin("mix")
+    client.wait_status(rid, sid, 5)
+    assert client.stop(rid, sid).status_code == 200
+    again = client.stop(rid, sid)
+    assert again.status_code == 400
+    assert again.json()["code"] == 49
+
+
+def test_stop_web_has_upload_service_and_file_list(client: Client) -> None:
+    rid, sid = client.begin("web")
+    client.wait_status(rid, sid, 5, mode="web")
+    states = client.stop(rid, sid, "web").json()["serverResponse"]["extensionServiceState"]
+    assert states[0] == EX4_STOP_WEB_UPLOAD_ITEM
+    assert states[1]["serviceName"] == "web_recorder_service"
+    assert states[1]["payload"]["fileList"][0]["filename"] == f"{sid}_ch.m3u8"
+
+
+def test_async_stop_answers_unknown_upload_status(client: Client) -> None:
+    rid, sid = client.begin("mix")
+    client.wait_status(rid, sid, 5)
+    stopped = client.stop(rid, sid, async_stop=True)
+    assert stopped.status_code == 200
+    assert stopped.json()["serverResponse"]["uploadingStatus"] == "unknown"
+    client.wait_gone(rid, sid)
+
+
+def test_stop_before_first_slice_is_206_no_recorded_data(make_sim: Callable[..., AgoraSimulator]) -> None:
+    client = Client(make_sim(speed=1.0))
+    rid, sid = client.begin("mix")
+    stopped = client.stop(rid, sid)
+    assert stopped.status_code == 206
+    assert stopped.json()["code"] == 435
+    assert client.status(rid, sid) == 6  # the session still ends
+
+
+# --- start errors ----------------------------------------------------------------------------------
+
+
+def test_duplicate_start_is_201_code_7(client: Client) -> None:
+    rid = client.acquire().json()["resourceId"]
+    assert client.start(rid).status_code == 200
+    again = client.start(rid)
+    assert again.status_code == 201
+    assert again.json() == {"code": 7, "reason": "already started"}
+
+
+def test_start_with_other_cname_or_unknown_resource_is_432(client: Client) -> None:
+    rid = client.acquire().json()["resourceId"]
+    wrong = client.start(rid, cname="other")
+    assert wrong.status_code == 400 and wrong.json()["code"] == 432
+    unknown = client.start("not-a-resource")
+    assert unknown.status_code == 400 and unknown.json()["code"] == 432
+
+
+def test_second_recorder_with_same_channel_and_uid_is_task_conflict(client: Client) -> None:
+    client.begin("mix")
+    rid = client.acquire().json()["resourceId"]
+    conflict = client.start(rid)
+    assert conflict.status_code == 400 and conflict.json()["code"] == 53
+
+
+def test_resource_expires_after_five_simulated_minutes(make_sim: Callable[..., AgoraSimulator]) -> None:
+    sim = make_sim(speed=3000.0)
+    client = Client(sim)
+    acquired_at = sim.simulated_time()
+    rid = client.acquire().json()["resourceId"]
+    wait_for(lambda: sim.simulated_time() > acquired_at + RESOURCE_TTL + 1)
+    expired = client.start(rid)
+    assert expired.status_code == 400
+    assert expired.json()["code"] == 433
+
+
+def test_invalid_acquire_parameters(client: Client) -> None:
+    bad_uid = client.acquire(uid="0")
+    assert bad_uid.status_code == 400 and bad_uid.json()["code"] == 2
+    bad_hours = client.acquire(resourceExpiredHour=0)
+    assert bad_hours.json() == {"code": 2, "reason": "Acquire: invalid resourceExpiredHour value!"}
+    bad_json = client.session.post(
+        f"{client.base}/acquire", data=b"{not json", headers={"Content-Type": "application/json"}
+    )
+    assert bad_json.status_code == 400 and "code" in bad_json.json()
+
+
+# --- idle exit --------------------------------------------------------------------------------------
+
+
+def test_leave_channel_idle_exit_after_max_idle_time(sim: AgoraSimulator, client: Client) -> None:
+    rid, sid = client.begin("mix", recordingConfig={"maxIdleTime": 5})
+    web_rid, web_sid = client.begin("web", uid="42")
+    client.wait_status(rid, sid, 5)
+    assert sim.leave_channel("ch") == 1  # the web recording does not idle-exit
+    left_at = sim.simulated_time()
+    seen: list[tuple[float, int | None, float]] = []
+
+    def sample() -> bool:
+        before = sim.simulated_time()
+        status = client.status(rid, sid)
+        seen.append((before - left_at, status, sim.simulated_time() - left_at))
+        return status is None
+
+    wait_for(sample)
+    # Status 5 until maxIdleTime (5 simulated seconds) has passed, then the exit tail.
+    assert all(before < 5.0 for before, status, _ in seen if status == 5)
+    assert all(after >= 5.0 for _, status, after in seen if status in (6, 7, 8))
+    assert [s for s in dict.fromkeys(status for _, status, _ in seen) if s not in (5, None)] == [6, 7, 8]
+    assert client.status(web_rid, web_sid, "web") == 5
+
+
+# --- gateway and auth -----------------------------------------------------------------------------
+
+
+def test_auth_missing_and_wrong_credentials(sim: AgoraSimulator) -> None:
+    missing = Client(sim, auth=None).acquire()
+    assert missing.status_code == 401
+    assert missing.json() == {"message": "Unauthorized"}
+    wrong = Client(sim, auth=("sim-customer", "nope")).acquire()
+    assert wrong.status_code == 401
+    assert wrong.json() == {"message": "Invalid authentication credentials"}
+    assert [(r.status, r.customer_id) for r in sim.request_log] == [(401, None), (401, "sim-customer")]
+
+
+def test_gateway_404_for_unknown_routes_wrong_methods_and_modes(client: Client) -> None:
+    no_route = {"message": "no Route matched with those values"}
+    assert client.session.get(f"{client.sim.url}/v1/nothing").json() == no_route
+    assert client.session.get(f"{client.base}/acquire").status_code == 404
+    rid, sid = client.begin("individual")
+    assert client.session.post(f"{client.session_url(rid, sid, 'individual')}/query").json() == no_route
+    layout = client.update_layout(rid, sid, "individual")
+    assert layout.status_code == 404 and layout.json() == no_route
+    bad_mode = client.start(client.acquire(uid="9").json()["resourceId"], mode="audio", uid="9")
+    assert bad_mode.status_code == 404 and bad_mode.json() == no_route
+    assert Client(client.sim, auth=None).session.get(f"{client.sim.url}/v1/nothing").status_code == 404
+
+
+def test_unknown_app_id_is_400_appid_invalid(sim: AgoraSimulator) -> None:
+    response = Client(sim, app="other-app").acquire()
+    assert response.status_code == 400
+    assert response.json() == {"message": "appid is invalid"}
+
+
+def test_every_answer_has_json_content_type_and_request_id(sim: AgoraSimulator, client: Client) -> None:
+    responses = [
+        client.acquire(),
+        Client(sim, auth=None).acquire(),
+        client.session.get(f"{sim.url}/nope"),
+        requests.get(f"{sim.url}/_simulator/requests"),
+    ]
+    for response in responses:
+        assert response.headers["Content-Type"] == "application/json"
+        assert len(response.headers["X-Request-Id"]) == 32
+        int(response.headers["X-Request-Id"], 16)
+    logged = [record.request_id for record in sim.request_log]
+    assert logged == [response.headers["X-Request-Id"] for response in responses[:3]]
+
+
+def test_keep_alive_serves_several_requests_on_one_connection(sim: AgoraSimulator) -> None:
+    connection = http.client.HTTPConnection(sim.host, sim.port, timeout=5)
+    try:
+        for _ in range(3):
+            connection.request("GET", "/_simulator/requests")
+            response = connection.getresponse()
+            assert response.status == 200
+            json.loads(response.read())
+            assert not response.will_close
+    finally:
+        connection.close()
+
+
+def test_update_and_update_layout(client: Client) -> None:
+    rid, sid = client.begin("mix")
+    updated = client.update(rid, sid, streamSubscribe={"audioUidList": {"subscribeAudioUids": ["#allstream#"]}})
+    assert updated.status_code == 200
+    assert updated.json() == {"cname": "ch", "uid": UID, "resourceId": rid, "sid": sid}
+    layout = client.update_layout(rid, sid, mixedVideoLayout=1)
+    assert layout.status_code == 200 and layout.json()["sid"] == sid
+    client.wait_status(rid, sid, 5)
+    client.stop(rid, sid)
+    client.wait_gone(rid, sid)
+    assert client.update(rid, sid).status_code == 404
+    assert client.update_layout(rid, sid).json()["code"] == 404
+
+
+def test_update_web_onhold_and_rtmp_outputs(client: Client) -> None:
+    rid, sid = client.begin("web")
+    client.wait_status(rid, sid, 5, mode="web")
+    assert client.update(rid, sid, "web", webRecordingConfig={"onhold": True}).status_code == 200
+    assert client.update(rid, sid, "web", rtmpPublishConfig={"outputs": [{"rtmpUrl": "rtmp://b"}]}).status_code == 200
+    states = client.query(rid, sid, "web").json()["serverResponse"]["extensionServiceState"]
+    assert states[0]["payload"]["onhold"] is True
+    assert states[1]["payload"]["outputs"] == [{"rtmpUrl": "rtmp://b", "status": "onhold"}]
+
+
+def test_query_in_the_wrong_mode_is_failed_to_find_worker(client: Client) -> None:
+    rid, sid = client.begin("mix")
+    response = client.query(rid, sid, "individual")
+    assert response.status_code == 404 and response.json()["reason"] == "failed to find worker"
+
+
+# --- rate limit -------------------------------------------------------------------------------------
+
+
+def accepted_in_window(records: list[RequestRecord], at: float) -> int:
+    return sum(1 for r in records if r.status != 429 and at - 1.0 < r.time <= at)
+
+
+def test_rate_limit_sliding_window_and_rejections_do_not_count(make_sim: Callable[..., AgoraSimulator]) -> None:
+    sim = make_sim(rate_limit_per_second=10)
+    client = Client(sim)
+    burst = [client.acquire(uid=str(i + 1)) for i in range(15)]
+    records = sim.request_log
+    assert records[-1].time - records[0].time < 0.9, "burst too slow to test the window"
+    assert [r.status_code for r in burst] == [200] * 10 + [429] * 5
+    assert all(r.headers["Retry-After"] == "1" for r in burst[10:])
+    assert burst[-1].json() == {"message": "API rate limit exceeded"}
+
+    # Keep knocking: if rejected requests counted, the window would never clear.
+    wait_for(lambda: client.acquire(uid="99").status_code == 200, timeout=3.0, interval=0.005)
+    records = sim.request_log
+    readmitted = next(r for r in records[10:] if r.status == 200)
+    assert 1.0 - 0.05 <= readmitted.time - records[0].time <= 1.0 + 0.5
+    for record in records:
+        window = accepted_in_window(records, record.time)
+        if record.status == 429:
+            assert window >= 10 - 1  # full window (allow for clock-source rounding)
+        else:
+            assert window <= 10
+
+
+def test_faulted_and_unauthenticated_requests_do_not_count_toward_the_rate_limit(
+    make_sim: Callable[..., AgoraSimulator],
+) -> None:
+    sim = make_sim(rate_limit_per_second=2)
+    client = Client(sim)
+    sim.faults.fail_next(5)
+    assert [client.acquire().status_code for _ in range(5)] == [503] * 5
+    assert [Client(sim, auth=None).acquire().status_code for _ in range(3)] == [401] * 3
+    assert [client.acquire(uid=str(i + 1)).status_code for i in range(3)][:2] == [200, 200]
+
+
+# --- faults ----------------------------------------------------------------------------------------
+
+
+def test_fail_next_default_and_504(sim: AgoraSimulator, client: Client) -> None:
+    sim.faults.fail_next(2)
+    sim.faults.fail_next(1, status=504)
+    Client(sim, auth=None).acquire()  # unauthenticated: 401, consumes nothing
+    answers = [client.acquire() for _ in range(4)]
+    assert [a.status_code for a in answers] == [503, 503, 504, 200]
+    assert answers[0].json() == {"code": 503, "reason": "internal error"}
+    assert answers[2].json() == {"code": 62, "reason": "request timeout"}
+    assert [r.status for r in sim.request_log] == [401, 503, 503, 504, 200]
+
+
+def test_throttle_next_with_and_without_retry_after(sim: AgoraSimulator, client: Client) -> None:
+    sim.faults.throttle_next(1, retry_after=7)
+    sim.faults.throttle_next(1, retry_after=None)
+    first, second, third = (client.acquire() for _ in range(3))
+    assert first.status_code == 429 and first.headers["Retry-After"] == "7"
+    assert first.json() == {"message": "API rate limit exceeded"}
+    assert second.status_code == 429 and "Retry-After" not in second.headers
+    assert third.status_code == 200
+
+
+def test_partial_next(sim: AgoraSimulator, client: Client) -> None:
+    sim.faults.partial_next(1)
+    partial = client.acquire()
+    assert partial.status_code == 206
+    assert partial.json() == {"code": 65, "reason": "request not completed"}
+    assert client.acquire().status_code == 200
+
+
+def test_non_json_next(sim: AgoraSimulator, client: Client) -> None:
+    sim.faults.non_json_next(1, status=502)
+    answer = client.acquire()
+    assert answer.status_code == 502
+    assert answer.headers["Content-Type"] == "text/html"
+    assert answer.text == "<html><body>upstream error</body></html>"
+    with pytest.raises(ValueError):
+        answer.json()
+    assert client.acquire().status_code == 200
+
+
+def test_latency_is_added_to_api_answers(sim: AgoraSimulator, client: Client) -> None:
+    sim.faults.latency = 0.2
+    began = time.monotonic()
+    client.acquire()
+    assert time.monotonic() - began >= 0.2
+    sim.faults.reset()
+    assert sim.faults.latency == 0.0
+
+
+def test_abnormal_exit_shows_20_then_404(sim: AgoraSimulator, client: Client) -> None:
+    rid, sid = client.begin("mix")
+    client.wait_status(rid, sid, 5)
+    sim.faults.abnormal_exit(sid, after=1.0)
+    client.wait_status(rid, sid, ABNORMAL_STATUS)
+    assert client.stop(rid, sid).json()["code"] == 49
+    client.wait_gone(rid, sid)
+
+
+def test_transient_not_found_then_recording_resumes(sim: AgoraSimulator, client: Client) -> None:
+    rid, sid = client.begin("mix")
+    client.wait_status(rid, sid, 5)
+    sim.faults.transient_not_found(sid, duration=10.0)
+    missing = client.query(rid, sid)
+    assert missing.status_code == 404
+    assert missing.json()["code"] == 404 and missing.json()["reason"] == "failed to find worker"
+    assert client.stop(rid, sid).status_code == 404  # the stop did not reach the worker
+    client.wait_status(rid, sid, 5)  # answers resume, still recording
+
+
+# --- control endpoints ------------------------------------------------------------------------------
+
+
+def test_control_endpoints(make_sim: Callable[..., AgoraSimulator]) -> None:
+    sim = make_sim(rate_limit_per_second=2)
+    client = Client(sim)
+    control = f"{sim.url}/_simulator"
+    rid, sid = client.begin("mix", recordingConfig={"maxIdleTime": 1})
+    for _ in range(5):  # not rate-limited (2/s) and not logged
+        assert requests.get(f"{control}/requests").status_code == 200
+    logged = requests.get(f"{control}/requests").json()
+    assert [(r["method"], r["status"], r["customer_id"]) for r in logged] == [
+        ("POST", 200, "sim-customer"),
+        ("POST", 200, "sim-customer"),
+    ]
+    assert set(logged[0]) == {"method", "path", "status", "time", "customer_id", "request_id"}
+    assert requests.delete(f"{control}/requests").status_code == 200
+    assert sim.request_log == []
+
+    state = requests.post(
+        f"{control}/faults",
+        json={
+            "fail_next": {"count": 1, "status": 500},
+            "throttle_next": 1,
+            "latency": 0.0,
+            "transient_not_found": {"sid": "x", "duration": 100},
+        },
+    ).json()
+    assert [(f["kind"], f["remaining"]) for f in state["queued"]] == [("fail", 1), ("throttle", 1)]
+    assert "x" in state["transient_not_found"]
+    assert requests.post(f"{control}/faults", json={"bogus": 1}).status_code == 400
+    assert requests.delete(f"{control}/faults").json()["queued"] == []
+
+    left = requests.post(f"{control}/leave_channel", json={"cname": "ch"})
+    assert left.json() == {"cname": "ch", "recordings": 1}
+    client.wait_gone(rid, sid)  # polling meets 429s (2/s limit); they are simply retried
+
+
+# --- CLI ------------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_cli_prints_its_url_serves_and_exits_0_on_signal(signum: int) -> None:
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "airflow_provider_agora.simulator", "--port", str(port), "--speed", "10"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        ready, _, _ = select.select([process.stdout], [], [], 15)
+        assert ready, "simulator printed nothing"
+        assert process.stdout.readline().strip() == f"Agora simulator listening on http://127.0.0.1:{port}"
+        response = requests.post(
+            f"http://127.0.0.1:{port}/v1/apps/sim-app/cloud_recording/acquire",
+            json={"cname": "c", "uid": "1", "clientRequest": {}},
+            auth=AUTH,
+            timeout=5,
+        )
+        assert response.status_code == 200
+        process.send_signal(signum)
+        assert process.wait(timeout=10) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def test_cli_refuses_non_loopback_host_without_allow_remote() -> None:
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    result = subprocess.run(
+        [sys.executable, "-m", "airflow_provider_agora.simulator", "--host", "0.0.0.0", "--port", "0"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=20,
+    )
+    assert result.returncode == 2
+    assert "--allow-remote" in result.stderr

@@ -1,0 +1,308 @@
+"""AgoraHook's HTTP behaviour, against requests-mock: what is sent, what is retried, what is raised."""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+import pytest
+import requests
+import requests_mock as rm
+
+from airflow_provider_agora._retry import RetryPolicy
+from airflow_provider_agora.exceptions import (
+    AgoraAuthenticationError,
+    AgoraBadRequestError,
+    AgoraConfigurationError,
+    AgoraConnectError,
+    AgoraNoRecordedDataError,
+    AgoraNotFoundError,
+    AgoraRateLimitError,
+    AgoraResponseError,
+    AgoraRouteNotFoundError,
+    AgoraServerError,
+    AgoraTimeoutError,
+)
+from airflow_provider_agora.hooks.agora import AgoraHook
+from tests import agora_bodies as bodies
+from tests.conftest import APP_ID, CUSTOMER_ID, CUSTOMER_SECRET, FAST_RETRIES, connection_json
+
+PRIMARY = "https://api.agora.io"
+SECONDARY = "https://api.sd-rtn.com"
+RID = "JyvK8nXHuV1BE64GDkAaBGEscvtHW7v8"
+SID = "38f8e3cfdc474cd56fc1ceba380d7e1a"
+QUERY_PATH = f"/v1/apps/{APP_ID}/cloud_recording/resourceid/{RID}/sid/{SID}/mode/mix/query"
+
+
+@pytest.fixture
+def hook(monkeypatch: pytest.MonkeyPatch) -> AgoraHook:
+    monkeypatch.setenv("AIRFLOW_CONN_AGORA_DEFAULT", connection_json(""))
+    return AgoraHook(retry_policy=FAST_RETRIES)
+
+
+def answer(status: int, body: Any, **headers: str) -> dict[str, Any]:
+    return {"status_code": status, "text": json.dumps(body), "headers": {"X-Request-Id": "rq-1", **headers}}
+
+
+def test_query_sends_an_authenticated_get_to_agoras_path(hook: AgoraHook, requests_mock: rm.Mocker) -> None:
+    requests_mock.get(PRIMARY + QUERY_PATH, **answer(200, bodies.QUERY_STRING))
+    assert hook.query(RID, SID, "mix") == bodies.QUERY_STRING
+    sent = requests_mock.last_request
+    assert sent.method == "GET"
+    expected = base64.b64encode(f"{CUSTOMER_ID}:{CUSTOMER_SECRET}".encode()).decode()
+    assert sent.headers["Authorization"] == f"Basic {expected}"
+    assert sent.headers["Content-Type"].startswith("application/json")
+    assert sent.timeout == 30.0
+    assert hook.last_request_id == "rq-1"
+
+
+def test_every_endpoint_uses_agoras_method_path_and_body(hook: AgoraHook, requests_mock: rm.Mocker) -> None:
+    base = f"{PRIMARY}/v1/apps/{APP_ID}/cloud_recording"
+    session = f"{base}/resourceid/{RID}/sid/{SID}/mode"
+    requests_mock.post(f"{base}/acquire", **answer(200, {"resourceId": RID}))
+    requests_mock.post(f"{base}/resourceid/{RID}/mode/web/start", **answer(200, {"sid": SID}))
+    requests_mock.post(f"{session}/individual/update", **answer(200, {}))
+    requests_mock.post(f"{session}/mix/updateLayout", **answer(200, {}))
+    requests_mock.post(f"{session}/mix/stop", **answer(200, bodies.STOP_STRING))
+
+    hook.acquire("room", 42, {"scene": 0})
+    assert requests_mock.last_request.json() == {"cname": "room", "uid": "42", "clientRequest": {"scene": 0}}
+    hook.start(RID, "room", "42", "web", {"token": "t"})
+    assert requests_mock.last_request.json() == {"cname": "room", "uid": "42", "clientRequest": {"token": "t"}}
+    hook.update(RID, SID, "individual", "room", 42, {"streamSubscribe": {}})
+    hook.update_layout(RID, SID, "room", 42, {"mixedVideoLayout": 1})
+    assert hook.stop(RID, SID, "mix", "room", 42) == bodies.STOP_STRING
+    assert requests_mock.last_request.json() == {"cname": "room", "uid": "42", "clientRequest": {"async_stop": False}}
+    assert [r.method for r in requests_mock.request_history] == ["POST"] * 5
+
+
+def test_one_session_is_kept_alive_across_calls(hook: AgoraHook, requests_mock: rm.Mocker) -> None:
+    requests_mock.get(PRIMARY + QUERY_PATH, **answer(200, bodies.QUERY_STRING))
+    hook.query(RID, SID, "mix")
+    first = hook.session
+    hook.query(RID, SID, "mix")
+    assert hook.session is first
+
+
+def test_429_is_retried_after_the_servers_retry_after(
+    hook: AgoraHook, requests_mock: rm.Mocker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    waits: list[float] = []
+    monkeypatch.setattr("tenacity.nap.time.sleep", waits.append)
+    requests_mock.get(
+        PRIMARY + QUERY_PATH,
+        [answer(429, bodies.RATE_LIMITED, **{"Retry-After": "2"}), answer(200, bodies.QUERY_STRING)],
+    )
+    assert hook.query(RID, SID, "mix") == bodies.QUERY_STRING
+    assert requests_mock.call_count == 2
+    assert waits and waits[0] >= 2.0
+
+
+@pytest.mark.parametrize(
+    ("failure", "hosts"),
+    [
+        (answer(500, {"code": 500, "reason": "internal_error"}), ["api.agora.io"] * 3),
+        (answer(502, {"message": "bad gateway"}), ["api.agora.io"] * 3),
+        (answer(503, {"code": 503, "reason": "x"}), ["api.agora.io"] * 3),
+        (answer(504, {"code": 62, "reason": "request timeout"}), ["api.agora.io"] * 3),
+        (answer(206, {"code": 65, "reason": "request not completed"}), ["api.agora.io"] * 3),
+        ({"exc": requests.ReadTimeout}, ["api.agora.io"] * 3),
+        ({"exc": requests.exceptions.ChunkedEncodingError}, ["api.agora.io"] * 3),
+        # Connection failures also switch domain each time.
+        ({"exc": requests.ConnectTimeout}, ["api.agora.io", "api.sd-rtn.com"] * 2 + ["api.agora.io"]),
+        ({"exc": requests.ConnectionError}, ["api.agora.io", "api.sd-rtn.com"] * 2 + ["api.agora.io"]),
+    ],
+)
+def test_transient_failures_are_retried(
+    hook: AgoraHook, requests_mock: rm.Mocker, failure: dict, hosts: list[str]
+) -> None:
+    requests_mock.get(PRIMARY + QUERY_PATH, [failure, failure, answer(200, bodies.QUERY_STRING)])
+    requests_mock.get(SECONDARY + QUERY_PATH, [failure, failure, answer(200, bodies.QUERY_STRING)])
+    results = hook.query(RID, SID, "mix")
+    assert results == bodies.QUERY_STRING
+    assert [r.hostname for r in requests_mock.request_history] == hosts
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "error"),
+    [
+        (400, {"code": 2, "reason": "invalid parameter"}, AgoraBadRequestError),
+        (400, {"message": "appid is invalid"}, AgoraBadRequestError),
+        (401, bodies.BAD_CREDENTIALS, AgoraAuthenticationError),
+        (404, bodies.SERVICE_NOT_FOUND, AgoraNotFoundError),
+        (404, bodies.NOT_FOUND_REAL, AgoraNotFoundError),
+        (404, bodies.GATEWAY_NO_ROUTE, AgoraRouteNotFoundError),
+        (206, {"code": 435, "reason": "no recorded data"}, AgoraNoRecordedDataError),
+        (201, {"code": 7, "reason": "already started"}, AgoraBadRequestError.__mro__[1]),
+    ],
+)
+def test_client_errors_are_never_retried_and_carry_agoras_details(
+    hook: AgoraHook, requests_mock: rm.Mocker, status: int, body: dict, error: type
+) -> None:
+    requests_mock.get(PRIMARY + QUERY_PATH, **answer(status, body))
+    with pytest.raises(error) as raised:
+        hook.query(RID, SID, "mix")
+    assert requests_mock.call_count == 1
+    assert raised.value.status == status
+    assert raised.value.code == body.get("code")
+    assert raised.value.reason == body.get("reason")
+    assert raised.value.message == body.get("message")
+    assert raised.value.request_id == "rq-1"
+    assert f"sid={SID}" in str(raised.value)
+
+
+def test_retries_are_bounded_and_the_last_error_is_raised(hook: AgoraHook, requests_mock: rm.Mocker) -> None:
+    requests_mock.get(PRIMARY + QUERY_PATH, **answer(503, {"code": 503, "reason": "busy"}))
+    with pytest.raises(AgoraServerError):
+        hook.query(RID, SID, "mix")
+    assert requests_mock.call_count == FAST_RETRIES.max_attempts
+
+
+def test_retry_total_time_is_bounded(monkeypatch: pytest.MonkeyPatch, requests_mock: rm.Mocker) -> None:
+    monkeypatch.setenv("AIRFLOW_CONN_AGORA_DEFAULT", connection_json(""))
+    hook = AgoraHook(
+        retry_policy=RetryPolicy(max_attempts=100, initial_delay=0.05, max_delay=0.05, max_total_seconds=0.3)
+    )
+    requests_mock.get(PRIMARY + QUERY_PATH, **answer(429, bodies.RATE_LIMITED))
+    with pytest.raises(AgoraRateLimitError):
+        hook.query(RID, SID, "mix")
+    assert 2 <= requests_mock.call_count < 100
+
+
+def test_connection_errors_fail_over_to_the_other_domain(hook: AgoraHook, requests_mock: rm.Mocker) -> None:
+    requests_mock.get(PRIMARY + QUERY_PATH, exc=requests.ConnectionError("Name or service not known"))
+    requests_mock.get(SECONDARY + QUERY_PATH, **answer(200, bodies.QUERY_STRING))
+    assert hook.query(RID, SID, "mix") == bodies.QUERY_STRING
+    hook.query(RID, SID, "mix")
+    hosts = [r.hostname for r in requests_mock.request_history]
+    assert hosts == ["api.agora.io", "api.sd-rtn.com", "api.sd-rtn.com"]
+
+
+def test_a_custom_host_has_no_fail_over(monkeypatch: pytest.MonkeyPatch, requests_mock: rm.Mocker) -> None:
+    monkeypatch.setenv("AIRFLOW_CONN_AGORA_DEFAULT", connection_json("api-eu-west-1.agora.io"))
+    hook = AgoraHook(retry_policy=FAST_RETRIES)
+    requests_mock.get("https://api-eu-west-1.agora.io" + QUERY_PATH, exc=requests.ConnectionError)
+    with pytest.raises(AgoraConnectError):
+        hook.query(RID, SID, "mix")
+    assert {r.hostname for r in requests_mock.request_history} == {"api-eu-west-1.agora.io"}
+
+
+def test_timeouts_are_reported_as_such(hook: AgoraHook, requests_mock: rm.Mocker) -> None:
+    requests_mock.get(PRIMARY + QUERY_PATH, exc=requests.ReadTimeout)
+    with pytest.raises(AgoraTimeoutError, match="within 30 s"):
+        hook.query(RID, SID, "mix")
+
+
+def test_a_non_json_success_body_is_a_clear_error(hook: AgoraHook, requests_mock: rm.Mocker) -> None:
+    requests_mock.get(PRIMARY + QUERY_PATH, status_code=200, text="<html>oops</html>")
+    with pytest.raises(AgoraResponseError, match=f"sid={SID}.*not a JSON object"):
+        hook.query(RID, SID, "mix")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "words"),
+    [
+        ({"resource_id": "../../acquire"}, "resource_id '../../acquire'"),
+        ({"sid": "abc/../../x"}, "sid 'abc/../../x'"),
+        ({"sid": "a?b=c"}, "contains characters"),
+        ({"sid": "a%2Fb"}, "contains characters"),
+        ({"sid": "a\r\nX-Injected: 1"}, "contains characters"),
+        ({"sid": ""}, "non-empty string"),
+        ({"sid": None}, "non-empty string"),
+        ({"app_id": "x/y"}, "app_id 'x/y'"),
+        ({"recording_mode": "composite"}, "recording_mode 'composite'"),
+    ],
+)
+def test_path_parameters_cannot_change_the_endpoint(
+    hook: AgoraHook, requests_mock: rm.Mocker, kwargs: dict, words: str
+) -> None:
+    call = {"resource_id": RID, "sid": SID, "recording_mode": "mix", **kwargs}
+    with pytest.raises(AgoraConfigurationError, match=words.replace("?", r"\?")):
+        hook.query(**call)
+    assert requests_mock.call_count == 0
+
+
+@pytest.mark.parametrize("uid", [0, "0", -1, "abc", 2**32, True, "12 34"])
+def test_invalid_uids_are_refused(hook: AgoraHook, uid: object) -> None:
+    with pytest.raises(AgoraConfigurationError, match="uid"):
+        hook.acquire("room", uid)  # type: ignore[arg-type]
+
+
+def test_update_layout_is_mix_only_and_app_id_is_required(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_AGORA_DEFAULT",
+        json.dumps({"conn_type": "agora", "login": "id", "password": "secret"}),
+    )
+    with pytest.raises(AgoraConfigurationError, match="No Agora App ID for recording sid=abc"):
+        AgoraHook().query(RID, "abc", "mix")
+
+
+@pytest.mark.parametrize(
+    ("host", "words"),
+    [
+        ("http://api.agora.io", "plain http://api.agora.io"),
+        ("http://10.0.0.5:8089", "plain http://10.0.0.5"),
+        ("ftp://api.agora.io", "not a valid API URL"),
+        ("https://api.agora.io/v1/apps", "without path"),
+    ],
+)
+def test_unsafe_or_malformed_hosts_are_refused(monkeypatch: pytest.MonkeyPatch, host: str, words: str) -> None:
+    monkeypatch.setenv("AIRFLOW_CONN_AGORA_DEFAULT", connection_json(host))
+    with pytest.raises(AgoraConfigurationError, match=words):
+        AgoraHook().query(RID, SID, "mix")
+
+
+@pytest.mark.parametrize(
+    ("host", "urls"),
+    [
+        ("", (PRIMARY, SECONDARY)),
+        ("api.agora.io", (PRIMARY, SECONDARY)),
+        ("https://api.sd-rtn.com/", (SECONDARY, PRIMARY)),
+        ("http://127.0.0.1:8089", ("http://127.0.0.1:8089",)),
+        ("http://localhost:8089", ("http://localhost:8089",)),
+        ("api-us-west-1.agora.io", ("https://api-us-west-1.agora.io",)),
+    ],
+)
+def test_host_forms(monkeypatch: pytest.MonkeyPatch, host: str, urls: tuple) -> None:
+    monkeypatch.setenv("AIRFLOW_CONN_AGORA_DEFAULT", connection_json(host))
+    assert AgoraHook().settings.base_urls == urls
+
+
+@pytest.mark.parametrize(
+    ("extra", "words"),
+    [
+        ({"max_requests_per_second": 0}, "positive whole number"),
+        ({"max_requests_per_second": "ten"}, "positive whole number"),
+        ({"timeout": -1}, "positive number"),
+    ],
+)
+def test_bad_extras_are_refused(monkeypatch: pytest.MonkeyPatch, extra: dict, words: str) -> None:
+    monkeypatch.setenv("AIRFLOW_CONN_AGORA_DEFAULT", connection_json("", **extra))
+    with pytest.raises(AgoraConfigurationError, match=f"connection 'agora_default' must be a {words}"):
+        AgoraHook().settings  # noqa: B018
+
+
+def test_missing_credentials_are_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AIRFLOW_CONN_AGORA_DEFAULT", json.dumps({"conn_type": "agora", "login": "id"}))
+    with pytest.raises(AgoraConfigurationError, match=r"has no Customer Secret \(password\)"):
+        AgoraHook().settings  # noqa: B018
+
+
+def test_secret_and_authorization_are_registered_with_the_masker(hook: AgoraHook) -> None:
+    from airflow.sdk._shared.secrets_masker import redact
+
+    settings = hook.settings
+    for secret in (CUSTOMER_SECRET, settings.basic_token, settings.authorization):
+        assert redact(f"value {secret} end") == "value *** end"
+    assert CUSTOMER_SECRET not in repr(settings)
+
+
+def test_tls_verification_cannot_be_turned_off_from_the_connection(
+    monkeypatch: pytest.MonkeyPatch, requests_mock: rm.Mocker
+) -> None:
+    monkeypatch.setenv("AIRFLOW_CONN_AGORA_DEFAULT", connection_json("", verify=False, verify_ssl=False))
+    requests_mock.get(PRIMARY + QUERY_PATH, **answer(200, bodies.QUERY_STRING))
+    AgoraHook().query(RID, SID, "mix")
+    verify = requests_mock.last_request.verify
+    assert verify is True or (isinstance(verify, str) and verify)  # on, with the default or a CA bundle

@@ -1,0 +1,161 @@
+"""Registration as a real Airflow provider, checked through Airflow's own CLI and schema."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import types
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from airflow_provider_agora._connection_form import CONN_FIELDS, UI_FIELD_BEHAVIOUR
+from airflow_provider_agora.get_provider_info import get_provider_info
+from airflow_provider_agora.hooks.agora import AgoraHook
+
+AIRFLOW = str(Path(sys.executable).with_name("airflow"))
+
+
+def airflow_cli(*args: str) -> str:
+    result = subprocess.run([AIRFLOW, *args], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result.stdout
+
+
+def test_providers_get_shows_the_package() -> None:
+    out = airflow_cli("providers", "get", "airflow-provider-agora", "-o", "json")
+    (entry,) = json.loads(out)
+    assert entry["Provider"] == "airflow-provider-agora"
+    assert entry["Version"] == "0.1.0"
+
+
+def test_providers_hooks_lists_the_agora_connection_type() -> None:
+    rows = json.loads(airflow_cli("providers", "hooks", "-o", "json"))
+    (agora,) = [row for row in rows if row["connection_type"] == "agora"]
+    assert agora["class"] == "airflow_provider_agora.hooks.agora.AgoraHook"
+    assert agora["conn_id_attribute_name"] == "agora_conn_id"
+
+
+def test_providers_widgets_shows_the_extra_fields() -> None:
+    rows = json.loads(airflow_cli("providers", "widgets", "-o", "json"))
+    ours = {row["connection_parameter_name"] for row in rows if row["package_name"] == "airflow-provider-agora"}
+    assert {"extra__agora__app_id", "extra__agora__max_requests_per_second", "extra__agora__timeout"} <= ours
+
+
+def test_providers_behaviours_relabels_the_standard_fields() -> None:
+    assert "agora" in airflow_cli("providers", "behaviours").split()
+    code = (
+        "import json; from airflow.providers_manager import ProvidersManager;"
+        "print(json.dumps(ProvidersManager().field_behaviours['agora']))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    behaviour = json.loads(out.strip().splitlines()[-1])
+    assert behaviour["relabeling"] == {"login": "Customer ID", "password": "Customer Secret", "host": "API host"}
+    assert set(behaviour["hidden_fields"]) == {"schema", "port"}
+
+
+def test_provider_info_is_valid_for_airflow() -> None:
+    import jsonschema
+
+    try:
+        from airflow._shared.providers_discovery import providers_discovery as discovery
+
+        schema_path = Path(discovery.__file__).parent / "provider_info.schema.json"
+        schema = json.loads(schema_path.read_text()) if schema_path.exists() else None
+    except ImportError:
+        schema = None
+    if schema is None:
+        import airflow
+
+        schema = json.loads((Path(airflow.__file__).parent / "provider_info.schema.json").read_text())
+    jsonschema.validate(get_provider_info(), schema)
+
+
+def test_get_provider_info_imports_nothing_but_its_own_declarations() -> None:
+    code = (
+        "import sys; from airflow_provider_agora.get_provider_info import get_provider_info; get_provider_info();"
+        "print(sorted(m for m in sys.modules if m.startswith(('airflow', 'requests', 'tenacity'))))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert eval(out) == [
+        "airflow_provider_agora",
+        "airflow_provider_agora._connection_form",
+        "airflow_provider_agora.get_provider_info",
+    ]
+
+
+def test_importing_the_provider_after_airflow_sdk_imports_only_the_provider() -> None:
+    """Airflow parses DAG files constantly: requests and the HTTP stack load on first use only."""
+    code = (
+        "import sys, json, airflow.sdk; before = set(sys.modules);"
+        "import airflow_provider_agora.sensors.agora, airflow_provider_agora.hooks.agora;"
+        "print(json.dumps(sorted(set(sys.modules) - before)))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    added = json.loads(out.strip().splitlines()[-1])
+    assert [m for m in added if not m.startswith(("airflow_provider_agora", "airflow.sdk"))] == []
+    assert not [m for m in added if m.split(".")[0] in ("requests", "urllib3", "httpx", "tenacity")]
+
+
+# -- the two declarations of the connection form cannot drift apart ----------------------------
+
+
+def test_ui_field_behaviour_matches_provider_info() -> None:
+    (declared,) = get_provider_info()["connection-types"]
+    legacy = AgoraHook.get_ui_field_behaviour()
+    assert legacy["hidden_fields"] == declared["ui-field-behaviour"]["hidden-fields"]
+    assert legacy["relabeling"] == declared["ui-field-behaviour"]["relabeling"]
+    assert legacy["placeholders"] == declared["ui-field-behaviour"]["placeholders"]
+    assert declared["ui-field-behaviour"] == UI_FIELD_BEHAVIOUR
+    assert declared["conn-fields"] == CONN_FIELDS
+
+
+class _Field:
+    """What Airflow 3.0/3.1's UI substitutes for wtforms fields when it reads hook widgets."""
+
+    def __init__(self, label: Any, description: str | None = None, widget: Any = None, validators: Any = ()) -> None:
+        self.label = label
+        self.description = description
+        self.validators = list(validators)
+
+
+def _mocked_form_modules() -> dict[str, types.ModuleType]:
+    modules = {
+        name: types.ModuleType(name)
+        for name in (
+            "flask_appbuilder",
+            "flask_appbuilder.fieldwidgets",
+            "flask_babel",
+            "wtforms",
+            "wtforms.validators",
+        )
+    }
+    modules["flask_appbuilder.fieldwidgets"].BS3TextFieldWidget = type("BS3TextFieldWidget", (), {})  # type: ignore[attr-defined]
+    modules["flask_babel"].lazy_gettext = lambda text: text  # type: ignore[attr-defined]
+    modules["wtforms"].StringField = type("StringField", (_Field,), {})  # type: ignore[attr-defined]
+    modules["wtforms"].IntegerField = type("IntegerField", (_Field,), {})  # type: ignore[attr-defined]
+    modules["wtforms.validators"].Optional = type("Optional", (), {})  # type: ignore[attr-defined]
+    modules["wtforms.validators"].NumberRange = lambda **kw: ("NumberRange", kw)  # type: ignore[attr-defined]
+    return modules
+
+
+def test_connection_form_widgets_match_conn_fields(monkeypatch: pytest.MonkeyPatch) -> None:
+    try:
+        import wtforms  # noqa: F401  (Airflow 2.x: the real thing)
+    except ImportError:  # Airflow 3.x: mocked, the way Airflow 3.0/3.1's UI reads them
+        for name, module in _mocked_form_modules().items():
+            monkeypatch.setitem(sys.modules, name, module)
+    widgets = AgoraHook.get_connection_form_widgets()
+    assert set(widgets) == set(CONN_FIELDS)
+    kinds = {"string": "StringField", "integer": "IntegerField", "number": "StringField"}
+    for name, spec in CONN_FIELDS.items():
+        field = widgets[name]
+        field_args = getattr(field, "args", None) or (field.label,)
+        assert str(field_args[0]) == spec["label"]
+        json_type = next(t for t in spec["schema"]["type"] if t != "null")
+        assert (
+            type(field).__name__ == kinds[json_type]
+            or getattr(field, "field_class", type(field)).__name__ == kinds[json_type]
+        )

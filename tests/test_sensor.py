@@ -1,0 +1,322 @@
+"""AgoraRecordingQuerySensor against real HTTP servers: the simulator and a scripted Agora."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import pytest
+
+from airflow_provider_agora._compat import AirflowFailException, AirflowSensorTimeout
+from airflow_provider_agora.hooks.agora import AgoraHook
+from airflow_provider_agora.sensors.agora import MEMORY_KEY, AgoraRecordingQuerySensor
+from airflow_provider_agora.simulator import AgoraSimulator
+from tests import agora_bodies as bodies
+from tests.conftest import FAST_RETRIES, ScriptedAgora, max_in_sliding_second
+
+XCOM_KEYS = {"resource_id", "sid", "recording_mode", "status", "ended_by", "files", "server_response"}
+RID = "JyvK8nXHuV1BE64GDkAaBGEscvtHW7v8"
+SID = "38f8e3cfdc474cd56fc1ceba380d7e1a"
+
+
+class TaskStateStore:
+    """Stands in for Airflow 3.3's ``context["task_state_store"]``: JSON values, kept between pokes."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, Any] = {}
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.values.get(key, default)
+
+    def set(self, key: str, value: Any) -> None:
+        import json
+
+        self.values[key] = json.loads(json.dumps(value))
+
+    def delete(self, key: str) -> None:
+        self.values.pop(key, None)
+
+
+def start_recording(mode: str = "mix", client_request: dict | None = None, cname: str = "room1") -> dict[str, str]:
+    hook = AgoraHook(retry_policy=FAST_RETRIES)
+    resource_id = hook.acquire(cname, 4242)["resourceId"]
+    request = client_request if client_request is not None else {"recordingFileConfig": {"avFileType": ["hls"]}}
+    sid = hook.start(resource_id, cname, 4242, mode, request)["sid"]
+    return {"resource_id": resource_id, "sid": sid, "recording_mode": mode, "cname": cname}
+
+
+def sensor(**kwargs: Any) -> AgoraRecordingQuerySensor:
+    kwargs.setdefault("resource_id", RID)
+    kwargs.setdefault("sid", SID)
+    kwargs.setdefault("poke_interval", 0.05)
+    kwargs.setdefault("timeout", 30)
+    kwargs.pop("cname", None)
+    task = AgoraRecordingQuerySensor(task_id="wait", **kwargs)
+    task.hook = AgoraHook(retry_policy=FAST_RETRIES)  # replaces the cached property: fast retries
+    return task
+
+
+def api_requests(sim: AgoraSimulator) -> list:
+    return [r for r in sim.request_log if "/cloud_recording/" in r.path]
+
+
+# -- success ------------------------------------------------------------------------------------
+
+
+def test_waits_for_in_progress_and_returns_the_file_list(agora_conn: AgoraSimulator) -> None:
+    recording = start_recording("mix")
+    result = sensor(**recording, target_status=5).execute({})
+    assert set(result) == XCOM_KEYS
+    assert (result["status"], result["ended_by"], result["sid"]) == (5, "status", recording["sid"])
+    assert result["files"][0]["fileName"] == f"{recording['sid']}_room1.m3u8"
+    assert result["server_response"]["fileListMode"] == "string"
+
+
+def test_waits_for_the_end_after_stop(agora_conn: AgoraSimulator) -> None:
+    recording = start_recording(
+        "individual", {"recordingConfig": {"subscribeAudioUids": ["7"], "subscribeVideoUids": ["7"]}}
+    )
+    sensor(**recording, target_status=5).execute({})
+    AgoraHook(retry_policy=FAST_RETRIES).stop(recording["resource_id"], recording["sid"], "individual", "room1", 4242)
+    result = sensor(**recording, target_status=7, not_found_grace_period=0).execute({})
+    assert result["status"] in (7, 8)
+    assert sorted((f["uid"], f["trackType"]) for f in result["files"]) == [("7", "audio"), ("7", "video")]
+
+
+@pytest.mark.parametrize(
+    ("body", "mode", "target", "files"),
+    [
+        (bodies.QUERY_JSON, "individual", 5, bodies.QUERY_JSON["serverResponse"]["fileList"]),
+        (bodies.QUERY_STRING, "mix", 5, [{"fileName": "zzzz.m3u8", "sliceStartTime": 1606357122528}]),
+        (bodies.QUERY_WEB, "web", 0, [{"fileName": "xxx.m3u8", "sliceStartTime": 0}]),
+    ],
+    ids=["json", "string", "web"],
+)
+def test_agoras_three_documented_query_examples(
+    scripted: ScriptedAgora, body: dict, mode: str, target: int, files: list
+) -> None:
+    scripted.script((200, body))
+    result = sensor(recording_mode=mode, target_status=target).execute({})
+    assert result["files"] == files
+    assert result["server_response"] == body["serverResponse"]
+    method, path, _headers = scripted.requests[-1]
+    assert (method, path.endswith(f"/sid/{SID}/mode/{mode}/query")) == ("GET", True)
+
+
+def test_statuses_below_the_target_keep_waiting(scripted: ScriptedAgora) -> None:
+    answers = [(200, {"serverResponse": {"status": s}}) for s in (0, 1, 2, 3, 4, 5, 6, 7)]
+    scripted.script(*answers)
+    result = sensor(target_status=7).execute({})
+    assert result["status"] == 7
+    assert len(scripted.requests) == 8
+
+
+# -- failure ------------------------------------------------------------------------------------
+
+
+def test_abnormal_exit_fails_without_retry_naming_status_and_files(agora_conn: AgoraSimulator) -> None:
+    recording = start_recording("mix")
+    sensor(**recording, target_status=5).execute({})
+    agora_conn.faults.abnormal_exit(recording["sid"])
+    with pytest.raises(AirflowFailException) as raised:
+        sensor(**recording).execute({})
+    message = str(raised.value)
+    assert "failure status 20 (exited abnormally)" in message
+    assert f"{recording['sid']}_room1.m3u8" in message
+
+
+def test_persistent_404_fails_only_after_the_grace_period(agora_conn: AgoraSimulator) -> None:
+    task = sensor(sid="0" * 32, not_found_grace_period=1.0, poke_interval=0.2)
+    started = time.monotonic()
+    with pytest.raises(AirflowFailException, match="past not_found_grace_period=1 s") as raised:
+        task.execute({})
+    assert time.monotonic() - started >= 1.0
+    assert "never seen running" in str(raised.value)
+    assert len(api_requests(agora_conn)) >= 3
+
+
+def test_zero_grace_fails_on_the_first_404(agora_conn: AgoraSimulator) -> None:
+    with pytest.raises(AirflowFailException, match="HTTP 404"):
+        sensor(sid="0" * 32, not_found_grace_period=0).execute({})
+    assert len(api_requests(agora_conn)) == 1
+
+
+def test_transient_404_shorter_than_the_grace_period_is_survived(agora_conn: AgoraSimulator) -> None:
+    recording = start_recording("mix")
+    sensor(**recording, target_status=5).execute({})
+    agora_conn.faults.transient_not_found(recording["sid"], duration=5.0)  # 0.5 s at speed 10
+    agora_conn.clear_request_log()
+    result = sensor(**recording, target_status=5, not_found_grace_period=3).execute({})
+    assert result["status"] == 5
+    assert 404 in [r.status for r in api_requests(agora_conn)]
+
+
+def test_gateway_404_fails_at_once_with_a_hint(scripted: ScriptedAgora) -> None:
+    scripted.script((404, bodies.GATEWAY_NO_ROUTE))
+    with pytest.raises(AirflowFailException, match="URL, HTTP method, App ID or recording mode is wrong"):
+        sensor(not_found_grace_period=60).execute({})
+    assert len(scripted.requests) == 1
+
+
+def test_on_not_found_succeed_returns_the_last_files_seen(agora_conn: AgoraSimulator) -> None:
+    recording = start_recording("mix")
+    task = sensor(**recording, on_not_found="succeed", not_found_grace_period=0.5, poke_interval=0.1)
+    outcome: dict[str, Any] = {}
+    waiter = threading.Thread(target=lambda: outcome.update(result=task.execute({})))
+    waiter.start()
+    # Stop once the sensor has seen the recording with files, then let the session vanish.
+    deadline = time.monotonic() + 10
+    while not (task._memory.last_seen and task._memory.last_seen["files"]) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    hook = AgoraHook(retry_policy=FAST_RETRIES)
+    hook.stop(recording["resource_id"], recording["sid"], "mix", "room1", 4242)
+    waiter.join(20)
+    result = outcome["result"]
+    assert result["ended_by"] in ("not_found", "status")
+    assert result["files"][0]["fileName"] == f"{recording['sid']}_room1.m3u8"
+
+
+def test_on_not_found_succeed_marks_the_result(scripted: ScriptedAgora) -> None:
+    scripted.script((200, bodies.QUERY_STRING), (404, bodies.SERVICE_NOT_FOUND))
+    result = sensor(on_not_found="succeed", not_found_grace_period=0.2).execute({})
+    assert result["ended_by"] == "not_found"
+    assert result["status"] == 5
+    assert result["files"] == [{"fileName": "zzzz.m3u8", "sliceStartTime": 1606357122528}]
+
+
+def test_on_not_found_succeed_still_fails_a_session_never_seen(scripted: ScriptedAgora) -> None:
+    scripted.script((404, bodies.SERVICE_NOT_FOUND))
+    with pytest.raises(AirflowFailException, match="never seen running"):
+        sensor(on_not_found="succeed", not_found_grace_period=0.2).execute({})
+
+
+# -- transient errors ---------------------------------------------------------------------------
+
+
+def test_bursts_of_429_and_5xx_are_survived(agora_conn: AgoraSimulator) -> None:
+    recording = start_recording("mix")
+    agora_conn.clear_request_log()
+    agora_conn.faults.throttle_next(3, retry_after=None)
+    agora_conn.faults.fail_next(2, status=502)
+    result = sensor(**recording, target_status=5).execute({})
+    assert result["status"] == 5
+    statuses = [r.status for r in api_requests(agora_conn)]
+    assert statuses[:5] == [429, 429, 429, 502, 502]
+
+
+def test_persistent_transient_errors_end_in_the_sensor_timeout_not_a_failure(agora_conn: AgoraSimulator) -> None:
+    recording = start_recording("mix")
+    agora_conn.faults.fail_next(10_000, status=503)
+    with pytest.raises(AirflowSensorTimeout):
+        sensor(**recording, timeout=0.5, poke_interval=0.1).execute({})
+
+
+def test_concurrent_sensors_stay_within_ten_requests_per_second(agora_conn: AgoraSimulator) -> None:
+    recordings = [start_recording("mix", cname=f"room{n}") for n in range(4)]
+    agora_conn.clear_request_log()
+    tasks = [sensor(**r, target_status=8, timeout=2.5, poke_interval=0) for r in recordings]
+    threads = [threading.Thread(target=_expect_timeout, args=(t,)) for t in tasks]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    log = api_requests(agora_conn)
+    assert len(log) >= 20
+    assert max_in_sliding_second([r.time for r in log]) <= 10
+    assert 429 not in [r.status for r in log]
+
+
+def _expect_timeout(task: AgoraRecordingQuerySensor) -> None:
+    with pytest.raises(AirflowSensorTimeout):
+        task.execute({})
+
+
+# -- one poke, one query; the hook is reused ----------------------------------------------------
+
+
+def test_each_poke_is_one_query_on_one_reused_hook(scripted: ScriptedAgora) -> None:
+    scripted.script((200, {"serverResponse": {"status": 4}}))
+    task = sensor()
+    hook = task.hook
+    for expected in (1, 2, 3):
+        assert task.poke({}) is False
+        assert len(scripted.requests) == expected
+    assert task.hook is hook
+
+
+def test_a_fresh_sensor_reads_the_connection_once(scripted: ScriptedAgora, monkeypatch: pytest.MonkeyPatch) -> None:
+    scripted.script((200, {"serverResponse": {"status": 4}}))
+    task = AgoraRecordingQuerySensor(task_id="wait", resource_id=RID, sid=SID)
+    lookups = []
+    original = AgoraHook.get_connection
+    monkeypatch.setattr(AgoraHook, "get_connection", classmethod(lambda cls, c: lookups.append(c) or original(c)))
+    for _ in range(3):
+        task.poke({})
+    assert lookups == ["agora_default"]
+
+
+# -- reschedule mode: the 404 grace clock lives in the task state store -------------------------
+
+
+def test_reschedule_keeps_the_grace_clock_between_pokes(scripted: ScriptedAgora) -> None:
+    scripted.script((200, bodies.QUERY_STRING), (404, bodies.SERVICE_NOT_FOUND))
+    store = TaskStateStore()
+    context = {"task_state_store": store}
+
+    def fresh_poke() -> Any:  # every reschedule runs a new operator instance
+        return sensor(mode="reschedule", not_found_grace_period=0.3).poke(context)
+
+    assert fresh_poke() is False  # status 5, target 8
+    assert store.values[MEMORY_KEY]["last_seen"]["status"] == 5
+    assert fresh_poke() is False  # first 404: the grace clock starts
+    since = store.values[MEMORY_KEY]["not_found_since"]
+    assert since is not None
+    time.sleep(0.35)  # the reschedule interval, during which nothing runs
+    with pytest.raises(AirflowFailException, match="last seen at status 5"):
+        fresh_poke()
+    assert MEMORY_KEY not in store.values
+
+
+def test_reschedule_without_a_state_store_waits_out_the_grace_period_in_the_poke(scripted: ScriptedAgora) -> None:
+    scripted.script((404, bodies.SERVICE_NOT_FOUND), (404, bodies.SERVICE_NOT_FOUND), (200, bodies.QUERY_STRING))
+    task = sensor(mode="reschedule", target_status=5, not_found_grace_period=5, poke_interval=0.05)
+    result = task.poke({})
+    assert result and result.xcom_value["status"] == 5
+    assert len(scripted.requests) == 3
+
+
+# -- bad input: one sentence, at run time, no request -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "words"),
+    [
+        ({"target_status": 9}, "target_status 9 for recording sid=" + SID + " is not on Agora's 0-8 lifecycle"),
+        ({"target_status": 20}, "target_status 20 for recording sid=" + SID + " is not on Agora's 0-8 lifecycle"),
+        ({"target_status": 5, "failure_statuses": [5, 20]}, "is also in failure_statuses"),
+        ({"target_status": "8"}, "is not on Agora's 0-8 lifecycle"),
+        ({"failure_statuses": 20}, "must be a list of status numbers"),
+        ({"recording_mode": "composite"}, f"recording_mode 'composite' for recording sid={SID} is not valid"),
+        ({"sid": ""}, "sid for the recording must be a non-empty string"),
+        ({"resource_id": None}, f"resource_id for recording sid={SID} must be a non-empty string"),
+        ({"on_not_found": "ignore"}, "on_not_found 'ignore'"),
+        ({"not_found_grace_period": -1}, "not_found_grace_period"),
+    ],
+)
+def test_bad_parameters_fail_at_run_time_with_one_sentence(scripted: ScriptedAgora, kwargs: dict, words: str) -> None:
+    scripted.script((200, bodies.QUERY_STRING))
+    task = sensor(**kwargs)  # constructing never fails: values may be templates
+    with pytest.raises(AirflowFailException, match=words.replace("(", r"\(").replace(")", r"\)")):
+        task.execute({})
+    assert scripted.requests == []
+
+
+def test_templated_fields() -> None:
+    assert set(AgoraRecordingQuerySensor.template_fields) == {
+        "resource_id",
+        "sid",
+        "recording_mode",
+        "app_id",
+        "agora_conn_id",
+    }
