@@ -25,6 +25,7 @@ try:  # Airflow 3.2+
         AirflowException,
         AirflowFailException,
         AirflowSensorTimeout,
+        AirflowSkipException,
         TaskDeferred,
     )
 except ImportError:
@@ -32,6 +33,7 @@ except ImportError:
         AirflowException,
         AirflowFailException,
         AirflowSensorTimeout,
+        AirflowSkipException,
         TaskDeferred,
     )
 
@@ -54,6 +56,7 @@ __all__ = [
     "AirflowException",
     "AirflowFailException",
     "AirflowSensorTimeout",
+    "AirflowSkipException",
     "BaseHook",
     "BaseOperator",
     "BaseSensorOperator",

@@ -37,8 +37,9 @@ class RetryPolicy:
         """Keyword arguments for ``tenacity.Retrying`` and ``tenacity.AsyncRetrying`` alike."""
         import tenacity
 
-        backoff = tenacity.wait_exponential_jitter(
-            initial=self.initial_delay, max=self.max_delay, jitter=self.initial_delay
+        # Exponential growth plus up to one initial delay of jitter, so that waiters spread out.
+        backoff = tenacity.wait_exponential(multiplier=self.initial_delay, max=self.max_delay) + tenacity.wait_random(
+            0, self.initial_delay
         )
 
         def wait(state: RetryCallState) -> float:

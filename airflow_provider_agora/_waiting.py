@@ -55,6 +55,17 @@ def describe_files(files: list[dict[str, Any]]) -> str:
     return f"{len(files)} file(s)" + (f": {', '.join(names)}{more}" if names else "")
 
 
+def _number_from_template(value: Any, kind: type[int] | type[float]) -> Any:
+    """Jinja renders ``"{{ params.x }}"`` to a string: accept "8" or "90.5" where a number is expected."""
+    if isinstance(value, str):
+        try:
+            number = kind(value.strip())
+        except ValueError:
+            return value
+        return number
+    return value
+
+
 @dataclass(frozen=True)
 class WaitSpec:
     """What a DAG author asked to wait for."""
@@ -75,7 +86,7 @@ class WaitSpec:
         for name in ("resource_id", "sid"):
             check_path_parameter(name, values.get(name), sid=sid_text)
         check_recording_mode(values.get("recording_mode"), sid=sid_text)
-        target = values.get("target_status", LAST_LIFECYCLE_STATUS)
+        target = _number_from_template(values.get("target_status", LAST_LIFECYCLE_STATUS), int)
         failures = values.get("failure_statuses", (20,))
         if isinstance(failures, int) or not all(
             isinstance(item, int) and not isinstance(item, bool) for item in failures
@@ -95,7 +106,7 @@ class WaitSpec:
                 f"target_status {target} for recording sid={sid} is also in failure_statuses {list(failures)}: "
                 f"remove it from one of them."
             )
-        grace = values.get("not_found_grace_period", 90.0)
+        grace = _number_from_template(values.get("not_found_grace_period", 90.0), float)
         if isinstance(grace, bool) or not isinstance(grace, (int, float)) or grace < 0:
             raise AgoraConfigurationError(
                 f"not_found_grace_period for recording sid={sid} must be a number of seconds >= 0, got {grace!r}."

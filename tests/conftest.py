@@ -80,6 +80,7 @@ class ScriptedAgora:
     def __init__(self) -> None:
         self.answers: list[ScriptedAnswer] = []
         self.requests: list[tuple[str, str, dict[str, str]]] = []
+        self.bodies: list[Any] = []
         self._lock = threading.Lock()
         scripted = self
 
@@ -91,10 +92,10 @@ class ScriptedAgora:
 
             def _answer(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
-                if length:
-                    self.rfile.read(length)
+                sent = self.rfile.read(length) if length else b""
                 with scripted._lock:
                     scripted.requests.append((self.command, self.path, dict(self.headers)))
+                    scripted.bodies.append(json.loads(sent) if sent else None)
                     answer = scripted.answers.pop(0) if len(scripted.answers) > 1 else scripted.answers[0]
                 payload = answer.body if isinstance(answer.body, bytes) else json.dumps(answer.body).encode()
                 self.send_response(answer.status)

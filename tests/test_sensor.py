@@ -295,7 +295,7 @@ def test_reschedule_without_a_state_store_waits_out_the_grace_period_in_the_poke
         ({"target_status": 9}, "target_status 9 for recording sid=" + SID + " is not on Agora's 0-8 lifecycle"),
         ({"target_status": 20}, "target_status 20 for recording sid=" + SID + " is not on Agora's 0-8 lifecycle"),
         ({"target_status": 5, "failure_statuses": [5, 20]}, "is also in failure_statuses"),
-        ({"target_status": "8"}, "is not on Agora's 0-8 lifecycle"),
+        ({"target_status": "eight"}, "target_status 'eight' for recording sid="),
         ({"failure_statuses": 20}, "must be a list of status numbers"),
         ({"recording_mode": "composite"}, f"recording_mode 'composite' for recording sid={SID} is not valid"),
         ({"sid": ""}, "sid for the recording must be a non-empty string"),
@@ -319,4 +319,13 @@ def test_templated_fields() -> None:
         "recording_mode",
         "app_id",
         "agora_conn_id",
+        "target_status",
+        "not_found_grace_period",
+        "on_not_found",
     }
+
+
+def test_numbers_rendered_by_jinja_are_accepted(scripted: ScriptedAgora) -> None:
+    scripted.script((200, bodies.QUERY_STRING))
+    result = sensor(target_status="5", not_found_grace_period="90").execute({})
+    assert result["status"] == 5

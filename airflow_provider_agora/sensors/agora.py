@@ -40,21 +40,31 @@ class AgoraRecordingQuerySensor(BaseSensorOperator):
     The XCom return value is ``{"resource_id", "sid", "recording_mode", "status", "ended_by",
     "files", "server_response"}``; ``ended_by`` is ``"status"``, or ``"not_found"`` when
     ``on_not_found="succeed"`` accepted a session that disappeared after it was seen running.
+    Each key is also pushed as its own XCom, so ``sensor.output["files"]`` feeds a downstream task.
 
     :param resource_id: Agora resource ID (from acquire). Templated.
     :param sid: recording session ID (from start). Templated.
     :param recording_mode: ``individual``, ``mix`` or ``web``: the mode the recording was started in. Templated.
     :param app_id: Agora App ID; defaults to the connection's ``app_id`` extra. Templated.
     :param agora_conn_id: the ``agora`` connection. Templated.
-    :param target_status: 0-8; 8 ("exited") waits for the end, 5 for "in progress".
+    :param target_status: 0-8; 8 ("exited") waits for the end, 5 for "in progress". Templated.
     :param failure_statuses: statuses that fail the task at once; Agora's 20 is "exited abnormally".
     :param not_found_grace_period: seconds a service 404 must persist before it counts. Agora's
-        fail-over answers 404 for up to 90 s while the recording goes on; 0 fails on the first 404.
+        fail-over answers 404 for up to 90 s while the recording goes on; 0 fails on the first 404. Templated.
     :param on_not_found: ``"fail"``, or ``"succeed"`` to count a session that was seen running and
-        then stays gone past the grace period as ended normally (with the last file list seen).
+        then stays gone past the grace period as ended normally (with the last file list seen). Templated.
     """
 
-    template_fields: Sequence[str] = ("resource_id", "sid", "recording_mode", "app_id", "agora_conn_id")
+    template_fields: Sequence[str] = (
+        "resource_id",
+        "sid",
+        "recording_mode",
+        "app_id",
+        "agora_conn_id",
+        "target_status",
+        "not_found_grace_period",
+        "on_not_found",
+    )
     ui_color = "#099dfd"
 
     def __init__(
@@ -71,6 +81,7 @@ class AgoraRecordingQuerySensor(BaseSensorOperator):
         on_not_found: str = "fail",
         **kwargs: Any,
     ) -> None:
+        kwargs.setdefault("multiple_outputs", True)
         super().__init__(**kwargs)
         # Assigned verbatim: templates are rendered after __init__, values are checked at run time.
         self.resource_id = resource_id

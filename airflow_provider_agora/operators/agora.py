@@ -1,0 +1,302 @@
+"""Operators that start and stop Agora cloud recordings."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from airflow_provider_agora._api import CODE_INVALID_OPERATION, check_cname, check_recording_mode, check_uid
+from airflow_provider_agora._compat import AirflowFailException, AirflowSkipException, BaseOperator, mask_secret
+from airflow_provider_agora._connection_form import DEFAULT_CONN_ID
+from airflow_provider_agora._retry import RetryPolicy
+from airflow_provider_agora.exceptions import (
+    AgoraApiError,
+    AgoraConfigurationError,
+    AgoraNoRecordedDataError,
+    AgoraNotFoundError,
+    AgoraResponseError,
+)
+from airflow_provider_agora.models import parse_recording
+
+if TYPE_CHECKING:
+    from airflow_provider_agora._compat import Context
+    from airflow_provider_agora.hooks.agora import AgoraHook
+
+# Agora's integration guide: retry a failed start (5xx) after 3, 6, 9 s; code 65 after 3 and 6 s.
+START_RETRY_POLICY = RetryPolicy(max_attempts=4, initial_delay=3.0, max_delay=9.0, max_total_seconds=40.0)
+# Keys of a start request whose values are credentials, wherever they appear in it.
+SENSITIVE_KEYS = frozenset({"accessKey", "secretKey", "stsToken", "token", "secret", "salt"})
+NO_RECORDED_DATA_CHOICES = ("skip", "succeed", "fail")
+ALREADY_STOPPED_CHOICES = ("fail", "succeed")
+
+
+def sensitive_values(value: Any) -> Iterator[str]:
+    """Every credential inside a ``clientRequest`` (storage keys, STS and RTC tokens, decryption secret)."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if key in SENSITIVE_KEYS and isinstance(item, str) and item:
+                yield item
+            else:
+                yield from sensitive_values(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from sensitive_values(item)
+
+
+def _hook(conn_id: str, retry_policy: RetryPolicy | None = None) -> AgoraHook:
+    from airflow_provider_agora.hooks.agora import AgoraHook
+
+    return AgoraHook(conn_id, retry_policy=retry_policy)
+
+
+def _fail(error: AgoraConfigurationError) -> AirflowFailException:
+    return AirflowFailException(str(error))
+
+
+class AgoraStartRecordingOperator(BaseOperator):
+    """Acquire a resource and start a cloud recording in one task.
+
+    Agora wants ``start`` within two seconds of ``acquire``, so both happen here. A failed ``start``
+    is retried as Agora's integration guide says (5xx after 3, 6, 9 s; HTTP 206 code 65 with the
+    same request); 4xx are never retried. Returns ``{"resource_id", "sid", "cname", "uid",
+    "recording_mode", "app_id"}``; each key is also its own XCom, so ``start.output["sid"]`` can be
+    passed straight to a sensor.
+
+    Credentials inside ``client_request`` (``storageConfig`` keys, tokens) are masked in logs and in
+    the rendered-template view. Keep them out of the DAG file: template them from a connection,
+    e.g. ``"accessKey": "{{ conn.recording_storage.login }}"``.
+
+    :param cname: channel name. Templated.
+    :param uid: the recorder's own uid (1 to 2**32-1), unique in the channel. Templated.
+    :param recording_mode: ``individual``, ``mix`` or ``web``. Templated.
+    :param client_request: Agora's ``clientRequest`` for ``start``. Templated.
+    :param acquire_request: Agora's ``clientRequest`` for ``acquire``; by default ``{"scene": 1}``
+        for web recording and ``{}`` otherwise. Templated.
+    """
+
+    template_fields: Sequence[str] = (
+        "cname",
+        "uid",
+        "recording_mode",
+        "client_request",
+        "acquire_request",
+        "app_id",
+        "agora_conn_id",
+    )
+    template_fields_renderers: ClassVar[dict[str, str]] = {"client_request": "json", "acquire_request": "json"}
+    ui_color = "#099dfd"
+
+    def __init__(
+        self,
+        *,
+        cname: str,
+        uid: str | int,
+        recording_mode: str,
+        client_request: dict[str, Any],
+        acquire_request: dict[str, Any] | None = None,
+        app_id: str | None = None,
+        agora_conn_id: str = DEFAULT_CONN_ID,
+        **kwargs: Any,
+    ) -> None:
+        kwargs.setdefault("multiple_outputs", True)
+        super().__init__(**kwargs)
+        self.cname = cname
+        self.uid = uid
+        self.recording_mode = recording_mode
+        self.client_request = client_request
+        self.acquire_request = acquire_request
+        self.app_id = app_id
+        self.agora_conn_id = agora_conn_id
+
+    def render_template_fields(self, context: Context, jinja_env: Any = None) -> None:
+        """Mask credentials as soon as their values are known, before Airflow stores rendered fields."""
+        for secret in sensitive_values(self.client_request):
+            mask_secret(secret)
+        super().render_template_fields(context, jinja_env)
+        for secret in sensitive_values(self.client_request):
+            mask_secret(secret)
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        try:
+            mode = check_recording_mode(self.recording_mode)
+            cname = check_cname(self.cname)
+            uid = check_uid(self.uid)
+            if not isinstance(self.client_request, dict):
+                raise AgoraConfigurationError(
+                    f"client_request for channel {cname!r} must be a dict (Agora's clientRequest for start), "
+                    f"got {type(self.client_request).__name__}."
+                )
+            acquire_hook = _hook(self.agora_conn_id)
+            app_id = acquire_hook.resolve_app_id(self.app_id)
+        except AgoraConfigurationError as error:
+            raise _fail(error) from error
+        acquire_request = (
+            self.acquire_request if self.acquire_request is not None else ({"scene": 1} if mode == "web" else {})
+        )
+        resource_id = acquire_hook.acquire(cname, uid, acquire_request, app_id=app_id)["resourceId"]
+        start_hook = _hook(self.agora_conn_id, START_RETRY_POLICY)
+        answer = start_hook.start(resource_id, cname, uid, mode, self.client_request, app_id=app_id)
+        sid = answer.get("sid")
+        if not isinstance(sid, str) or not sid:
+            raise AgoraResponseError(
+                f"Agora's start answer for channel {cname!r} has no sid (request id {start_hook.last_request_id}): "
+                f"{answer!r}.",
+                body=answer,
+            )
+        self.log.info(
+            "Started %s recording sid=%s on channel %r as uid %s (request id %s).",
+            mode,
+            sid,
+            cname,
+            uid,
+            start_hook.last_request_id,
+        )
+        return {
+            "resource_id": resource_id,
+            "sid": sid,
+            "cname": cname,
+            "uid": uid,
+            "recording_mode": mode,
+            "app_id": app_id,
+        }
+
+
+class AgoraStopRecordingOperator(BaseOperator):
+    """Stop a cloud recording and return its final file list.
+
+    Returns the sensor's result shape plus ``uploading_status`` (``uploaded``; ``backuped`` means
+    some files reach your storage later through Agora's backup): ``{"resource_id", "sid",
+    "recording_mode", "status", "ended_by": "stop", "files", "server_response", "uploading_status"}``.
+
+    :param on_no_recorded_data: what HTTP 206 code 435 (nobody published, so no files) does:
+        ``"skip"`` (default) skips this task and, by default, the processing after it;
+        ``"succeed"`` returns an empty file list; ``"fail"`` fails the task.
+    :param on_already_stopped: what a stop on a session that is already gone (404) or already
+        exiting (code 49) does: ``"fail"`` (default) or ``"succeed"`` with whatever file list
+        Agora still returned.
+    :param async_stop: Agora's ``async_stop``: answer at once instead of after the upload.
+    """
+
+    template_fields: Sequence[str] = (
+        "resource_id",
+        "sid",
+        "recording_mode",
+        "cname",
+        "uid",
+        "app_id",
+        "agora_conn_id",
+    )
+    ui_color = "#099dfd"
+
+    def __init__(
+        self,
+        *,
+        resource_id: str,
+        sid: str,
+        recording_mode: str,
+        cname: str,
+        uid: str | int,
+        app_id: str | None = None,
+        async_stop: bool = False,
+        on_no_recorded_data: str = "skip",
+        on_already_stopped: str = "fail",
+        agora_conn_id: str = DEFAULT_CONN_ID,
+        **kwargs: Any,
+    ) -> None:
+        kwargs.setdefault("multiple_outputs", True)
+        super().__init__(**kwargs)
+        self.resource_id = resource_id
+        self.sid = sid
+        self.recording_mode = recording_mode
+        self.cname = cname
+        self.uid = uid
+        self.app_id = app_id
+        self.async_stop = async_stop
+        self.on_no_recorded_data = on_no_recorded_data
+        self.on_already_stopped = on_already_stopped
+        self.agora_conn_id = agora_conn_id
+
+    def _result(self, body: Any, ended_by: str) -> dict[str, Any]:
+        snapshot = parse_recording(body, sid=self.sid, require_status=False)
+        return {
+            "resource_id": self.resource_id,
+            "sid": self.sid,
+            "recording_mode": self.recording_mode,
+            "status": snapshot.status,
+            "ended_by": ended_by,
+            "files": snapshot.files,
+            "server_response": snapshot.server_response,
+            "uploading_status": snapshot.uploading_status,
+        }
+
+    def _check_choices(self) -> None:
+        for name, value, choices in (
+            ("on_no_recorded_data", self.on_no_recorded_data, NO_RECORDED_DATA_CHOICES),
+            ("on_already_stopped", self.on_already_stopped, ALREADY_STOPPED_CHOICES),
+        ):
+            if value not in choices:
+                raise AgoraConfigurationError(
+                    f"{name} {value!r} for recording sid={self.sid} is not valid: use one of {', '.join(choices)}."
+                )
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        hook = _hook(self.agora_conn_id)
+        try:
+            self._check_choices()
+            body = hook.stop(
+                self.resource_id,
+                self.sid,
+                self.recording_mode,
+                self.cname,
+                self.uid,
+                async_stop=self.async_stop,
+                app_id=self.app_id,
+            )
+        except AgoraConfigurationError as error:
+            raise _fail(error) from error
+        except AgoraNoRecordedDataError as error:
+            return self._no_recorded_data(error)
+        except AgoraApiError as error:
+            if isinstance(error, AgoraNotFoundError) or error.code == CODE_INVALID_OPERATION:
+                return self._already_stopped(error)
+            raise
+        result = self._result(body, ended_by="stop")
+        self.log.info(
+            "Stopped recording sid=%s: uploading status %s, %d file(s) (request id %s).",
+            self.sid,
+            result["uploading_status"],
+            len(result["files"]),
+            hook.last_request_id,
+        )
+        if result["uploading_status"] == "backuped":
+            self.log.warning(
+                "Some files of recording sid=%s went to Agora's backup storage; Agora uploads them to "
+                "your storage later.",
+                self.sid,
+            )
+        return result
+
+    def _no_recorded_data(self, error: AgoraNoRecordedDataError) -> dict[str, Any]:
+        message = (
+            f"Recording sid={self.sid} stopped with no recorded data (HTTP 206 code 435, request id "
+            f"{error.request_id}): nobody published audio or video in channel {self.cname!r}."
+        )
+        if self.on_no_recorded_data == "fail":
+            raise AirflowFailException(message)
+        if self.on_no_recorded_data == "skip":
+            raise AirflowSkipException(f"{message} Skipping, as on_no_recorded_data='skip'.")
+        self.log.warning("%s Returning an empty file list, as on_no_recorded_data='succeed'.", message)
+        return self._result(error.body, ended_by="stop")
+
+    def _already_stopped(self, error: AgoraApiError) -> dict[str, Any]:
+        what = "was already gone (HTTP 404)" if error.status == 404 else "was already exiting (code 49)"
+        result = self._result(error.body, ended_by="already_stopped")
+        message = (
+            f"Recording sid={self.sid} {what} when it was asked to stop (request id {error.request_id}): it "
+            f"ended by itself (maxIdleTime, maxRecordingHour) or was stopped before. Files Agora returned: "
+            f"{len(result['files'])}."
+        )
+        if self.on_already_stopped == "fail":
+            raise AirflowFailException(f"{message} Set on_already_stopped='succeed' to accept this.")
+        self.log.warning("%s", message)
+        return result

@@ -1,0 +1,193 @@
+"""Start and stop operators against the simulator."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from airflow_provider_agora._compat import AirflowFailException, AirflowSkipException
+from airflow_provider_agora.hooks.agora import AgoraHook
+from airflow_provider_agora.operators.agora import (
+    AgoraStartRecordingOperator,
+    AgoraStopRecordingOperator,
+    sensitive_values,
+)
+from airflow_provider_agora.sensors.agora import AgoraRecordingQuerySensor
+from airflow_provider_agora.simulator import AgoraSimulator
+from tests import agora_bodies as bodies
+from tests.conftest import APP_ID, FAST_RETRIES, ScriptedAgora
+
+STORAGE = {
+    "vendor": 1,
+    "region": 0,
+    "bucket": "b",
+    "accessKey": "AKIA-test-access",
+    "secretKey": "test-storage-secret",
+    "stsToken": "test-sts-token",
+}
+
+
+def start_task(**kwargs: Any) -> AgoraStartRecordingOperator:
+    kwargs.setdefault(
+        "client_request", {"storageConfig": dict(STORAGE), "recordingFileConfig": {"avFileType": ["hls"]}}
+    )
+    kwargs.setdefault("recording_mode", "mix")
+    return AgoraStartRecordingOperator(task_id="start", cname="room1", uid=527841, **kwargs)
+
+
+def stop_task(started: dict[str, Any], **kwargs: Any) -> AgoraStopRecordingOperator:
+    ids = {key: started[key] for key in ("resource_id", "sid", "recording_mode", "cname", "uid")}
+    return AgoraStopRecordingOperator(task_id="stop", **ids, **kwargs)
+
+
+def wait_until_in_progress(started: dict[str, Any]) -> dict[str, Any]:
+    ids = {key: started[key] for key in ("resource_id", "sid", "recording_mode")}
+    task = AgoraRecordingQuerySensor(task_id="wait", target_status=5, poke_interval=0.05, timeout=30, **ids)
+    task.hook = AgoraHook(retry_policy=FAST_RETRIES)
+    return task.execute({})
+
+
+def test_start_acquires_then_starts_and_returns_what_the_sensor_needs(agora_conn: AgoraSimulator) -> None:
+    started = start_task().execute({})
+    assert set(started) == {"resource_id", "sid", "cname", "uid", "recording_mode", "app_id"}
+    assert (started["cname"], started["uid"], started["recording_mode"], started["app_id"]) == (
+        "room1",
+        "527841",
+        "mix",
+        APP_ID,
+    )
+    calls = [r.path.rsplit("/", 1)[-1] for r in agora_conn.request_log]
+    assert calls == ["acquire", "start"]
+    assert wait_until_in_progress(started)["status"] == 5
+
+
+def test_web_recording_acquires_with_the_web_scene(scripted: ScriptedAgora) -> None:
+    scripted.script((200, {"resourceId": "rid"}), (200, {"sid": "abc"}))
+    start_task(recording_mode="web").execute({})
+    assert scripted.requests[0][1].endswith("/acquire")
+    assert scripted.bodies[0] == {"cname": "room1", "uid": "527841", "clientRequest": {"scene": 1}}
+    assert scripted.requests[1][1].endswith("/resourceid/rid/mode/web/start")
+
+
+def test_start_retries_a_5xx_with_the_same_request(agora_conn: AgoraSimulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    waits: list[float] = []
+    monkeypatch.setattr("tenacity.nap.time.sleep", waits.append)
+    task = start_task()
+    agora_conn.faults.fail_next(1, status=500)  # consumed by acquire, which retries too
+    started = task.execute({})
+    assert started["sid"]
+    statuses = [(r.path.rsplit("/", 1)[-1], r.status) for r in agora_conn.request_log]
+    assert statuses == [("acquire", 500), ("acquire", 200), ("start", 200)]
+
+
+def test_start_retries_code_65_after_agoras_three_seconds(
+    scripted: ScriptedAgora, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    waits: list[float] = []
+    monkeypatch.setattr("tenacity.nap.time.sleep", waits.append)
+    scripted.script(
+        (200, {"resourceId": "rid"}),
+        (206, {"code": 65, "reason": "request not completed"}),
+        (200, {"sid": "abc"}),
+    )
+    assert start_task().execute({})["sid"] == "abc"
+    assert [path.rsplit("/", 1)[-1] for _, path, _ in scripted.requests] == ["acquire", "start", "start"]
+    assert 3.0 <= max(waits) <= 6.0  # Agora: retry code 65 after 3 s (plus jitter)
+
+
+def test_start_never_retries_a_4xx(scripted: ScriptedAgora) -> None:
+    scripted.script((200, {"resourceId": "rid"}), (400, {"code": 53, "reason": "task conflict"}))
+    with pytest.raises(Exception, match="code 53"):
+        start_task().execute({})
+    assert len(scripted.requests) == 2
+
+
+def test_storage_credentials_are_masked_once_rendered(agora_conn: AgoraSimulator) -> None:
+    from airflow.sdk._shared.secrets_masker import redact
+
+    task = start_task()
+    task.render_template_fields({})
+    rendered = redact(task.client_request)
+    for key in ("accessKey", "secretKey", "stsToken"):
+        assert rendered["storageConfig"][key] == "***"
+    assert sorted(sensitive_values({"a": [{"token": "t1"}], "storageConfig": STORAGE})) == sorted(
+        ["t1", "AKIA-test-access", "test-storage-secret", "test-sts-token"]
+    )
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "words"),
+    [
+        ({"recording_mode": "composite"}, "recording_mode 'composite'"),
+        ({"uid": 0}, "uid 0"),
+        ({"cname": ""}, "cname"),
+        ({"client_request": "not a dict"}, "client_request for channel 'room1' must be a dict"),
+    ],
+)
+def test_start_bad_input_fails_with_one_sentence(agora_conn: AgoraSimulator, kwargs: dict, words: str) -> None:
+    params = {"cname": "room1", "uid": 527841, "recording_mode": "mix", "client_request": {}, **kwargs}
+    task = AgoraStartRecordingOperator(task_id="start", **params)
+    with pytest.raises(AirflowFailException, match=words):
+        task.execute({})
+    assert agora_conn.request_log == []
+
+
+def test_stop_returns_the_final_file_list(agora_conn: AgoraSimulator) -> None:
+    started = start_task().execute({})
+    wait_until_in_progress(started)
+    result = stop_task(started).execute({})
+    assert result["ended_by"] == "stop"
+    assert result["uploading_status"] == "uploaded"
+    assert [f["fileName"] for f in result["files"]] == [f"{started['sid']}_room1.m3u8"]
+    assert set(result) == {
+        "resource_id",
+        "sid",
+        "recording_mode",
+        "status",
+        "ended_by",
+        "files",
+        "server_response",
+        "uploading_status",
+    }
+
+
+@pytest.mark.parametrize(
+    ("choice", "outcome"),
+    [("skip", AirflowSkipException), ("fail", AirflowFailException), ("succeed", None)],
+)
+def test_stop_with_nobody_publishing_is_a_configurable_outcome(
+    agora_conn: AgoraSimulator, choice: str, outcome: type | None
+) -> None:
+    started = start_task().execute({})  # stopped at once: no slice uploaded yet
+    task = stop_task(started, on_no_recorded_data=choice)
+    if outcome is None:
+        result = task.execute({})
+        assert result["files"] == []
+    else:
+        with pytest.raises(outcome, match="no recorded data"):
+            task.execute({})
+
+
+def test_stop_of_a_session_already_gone_is_reported_plainly(agora_conn: AgoraSimulator) -> None:
+    started = start_task().execute({})
+    wait_until_in_progress(started)
+    stop_task(started).execute({})
+    with pytest.raises(AirflowFailException, match=r"was already (gone \(HTTP 404\)|exiting \(code 49\)) when it was"):
+        stop_task(started).execute({})
+    result = stop_task(started, on_already_stopped="succeed").execute({})
+    assert result["ended_by"] == "already_stopped"
+
+
+def test_stop_code_49_keeps_the_file_list_agora_returned(scripted: ScriptedAgora) -> None:
+    scripted.script((400, bodies.STOP_CODE_49))
+    started = {"resource_id": "rid", "sid": "2354cf898b41b76d70850ba58b9b9ffb", "recording_mode": "mix"}
+    result = stop_task({**started, "cname": "123456", "uid": "10002"}, on_already_stopped="succeed").execute({})
+    assert result["files"] == [{"fileName": "quickstart/2354cf898b41b76d70850ba58b9b9ffb_123456.m3u8"}]
+
+
+def test_operators_are_templated() -> None:
+    assert {"cname", "uid", "recording_mode", "client_request", "app_id"} <= set(
+        AgoraStartRecordingOperator.template_fields
+    )
+    assert {"resource_id", "sid", "recording_mode", "cname", "uid"} <= set(AgoraStopRecordingOperator.template_fields)
