@@ -6,6 +6,8 @@ from ``airflow`` directly.
 
 from __future__ import annotations
 
+from typing import Any
+
 try:  # Airflow 3.1+
     from airflow.sdk import BaseHook
 except ImportError:  # Airflow 2.x, 3.0
@@ -63,6 +65,20 @@ __all__ = [
     "Context",
     "PokeReturnValue",
     "TaskDeferred",
+    "aget_connection",
     "conf",
     "mask_secret",
 ]
+
+
+async def aget_connection(conn_id: str) -> Any:
+    """Read a connection without blocking the triggerer's event loop.
+
+    Airflow 3.1+ has ``BaseHook.aget_connection``; before it the synchronous lookup runs in a
+    thread (a sync lookup on the event loop fails on Airflow 3.0 and stalls every trigger).
+    """
+    if hasattr(BaseHook, "aget_connection"):
+        return await BaseHook.aget_connection(conn_id)
+    from asgiref.sync import sync_to_async
+
+    return await sync_to_async(BaseHook.get_connection)(conn_id)

@@ -58,8 +58,17 @@ _PROBE_RESOURCE_ID = "airflow-provider-agora-connection-test"
 _PROBE_SID = "0" * 32
 
 
-def _masked(settings: AgoraSettings) -> AgoraSettings:
-    """Register every form of the secret with Airflow's masker before anything can log it."""
+def settings_of(conn_id: str, conn: Any) -> AgoraSettings:
+    """Validated settings of an ``agora`` connection, every form of the secret registered with the
+    masker before anything can log it. Used by the hook and by the trigger."""
+    settings = settings_from_connection(
+        conn_id,
+        host=conn.host,
+        login=conn.login,
+        password=conn.password,
+        port=conn.port,
+        extra=conn.extra_dejson if conn.extra else {},
+    )
     mask_secret(settings.customer_secret)
     mask_secret(settings.basic_token)
     mask_secret(settings.authorization)
@@ -121,18 +130,7 @@ class AgoraHook(BaseHook):
     @cached_property
     def settings(self) -> AgoraSettings:
         """The connection, read once per hook and validated."""
-        conn = self.get_connection(self.agora_conn_id)
-        extra = conn.extra_dejson if conn.extra else {}
-        return _masked(
-            settings_from_connection(
-                self.agora_conn_id,
-                host=conn.host,
-                login=conn.login,
-                password=conn.password,
-                port=conn.port,
-                extra=extra,
-            )
-        )
+        return settings_of(self.agora_conn_id, self.get_connection(self.agora_conn_id))
 
     @cached_property
     def session(self) -> requests.Session:

@@ -4,10 +4,18 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_agora._compat import AirflowFailException, BaseSensorOperator, PokeReturnValue
+from airflow_provider_agora._compat import (
+    AirflowException,
+    AirflowFailException,
+    AirflowSensorTimeout,
+    BaseSensorOperator,
+    PokeReturnValue,
+    conf,
+)
 from airflow_provider_agora._connection_form import DEFAULT_CONN_ID
 from airflow_provider_agora._waiting import (
     LAST_LIFECYCLE_STATUS,
@@ -53,6 +61,8 @@ class AgoraRecordingQuerySensor(BaseSensorOperator):
         fail-over answers 404 for up to 90 s while the recording goes on; 0 fails on the first 404. Templated.
     :param on_not_found: ``"fail"``, or ``"succeed"`` to count a session that was seen running and
         then stays gone past the grace period as ended normally (with the last file list seen). Templated.
+    :param deferrable: wait on the triggerer instead of a worker slot (poke once first; a
+        recording already at its target never defers). Default: ``[operators] default_deferrable``.
     """
 
     template_fields: Sequence[str] = (
@@ -79,6 +89,7 @@ class AgoraRecordingQuerySensor(BaseSensorOperator):
         failure_statuses: Sequence[int] = (20,),
         not_found_grace_period: float = 90,
         on_not_found: str = "fail",
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("multiple_outputs", True)
@@ -93,6 +104,7 @@ class AgoraRecordingQuerySensor(BaseSensorOperator):
         self.failure_statuses = failure_statuses
         self.not_found_grace_period = not_found_grace_period
         self.on_not_found = on_not_found
+        self.deferrable = deferrable
         self._memory = WaitMemory()
 
     @cached_property
@@ -157,3 +169,55 @@ class AgoraRecordingQuerySensor(BaseSensorOperator):
             and decision.outcome is Outcome.WAIT
             and decision.memory.not_found_since is not None
         )
+
+    def execute(self, context: Context) -> Any:
+        if not self.deferrable:
+            return super().execute(context)
+        first = self.poke(context)  # no deferral when the recording is already there (or failed)
+        if first:
+            return first.xcom_value if isinstance(first, PokeReturnValue) else None
+        from airflow_provider_agora.triggers.agora import AgoraRecordingQueryTrigger
+
+        spec = self.wait_spec()
+        self.defer(
+            trigger=AgoraRecordingQueryTrigger(
+                resource_id=spec.resource_id,
+                sid=spec.sid,
+                recording_mode=spec.recording_mode,
+                app_id=self.app_id,
+                agora_conn_id=self.agora_conn_id,
+                target_status=spec.target_status,
+                failure_statuses=list(spec.failure_statuses),
+                not_found_grace_period=spec.not_found_grace_period,
+                on_not_found=spec.on_not_found,
+                poll_interval=float(self.poke_interval),
+                end_time=time.time() + float(self.timeout),
+                memory=self._memory.to_json(),
+            ),
+            method_name="execute_complete",
+            timeout=timedelta(seconds=float(self.timeout)),
+        )
+
+    def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> Any:
+        """Resume after the trigger: the same XCom value and messages as poke mode."""
+        from airflow_provider_agora.triggers.agora import (
+            EVENT_FAILURE,
+            EVENT_STATUSES,
+            EVENT_SUCCESS,
+            EVENT_TIMEOUT,
+        )
+
+        if not isinstance(event, dict) or event.get("status") not in EVENT_STATUSES:
+            raise AirflowException(
+                f"The trigger of recording sid={self.sid} sent an event this sensor cannot read ({event!r}); "
+                f"the triggerer may run another version of airflow-provider-agora: restart it after upgrades."
+            )
+        message = str(event.get("message", ""))
+        if event["status"] == EVENT_SUCCESS:
+            self.log.info("%s", message)
+            return event.get("result")
+        if event["status"] == EVENT_FAILURE:
+            raise AirflowFailException(message)
+        if event["status"] == EVENT_TIMEOUT:
+            raise AirflowSensorTimeout(message)
+        raise AirflowException(message)

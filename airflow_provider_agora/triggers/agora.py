@@ -1,0 +1,151 @@
+"""``AgoraRecordingQueryTrigger``: the deferrable half of ``AgoraRecordingQuerySensor``.
+
+It decides with the same functions as poke mode (``airflow_provider_agora._waiting``), so the two
+modes cannot disagree; it only adds the waiting on the triggerer's event loop. Its kwargs are JSON
+primitives and name the connection, never a secret.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+from airflow_provider_agora._waiting import (
+    Decision,
+    Outcome,
+    WaitMemory,
+    WaitSpec,
+    decide_on_answer,
+    decide_on_error,
+    describe_status,
+)
+from airflow_provider_agora.exceptions import AgoraError
+
+# The payload's "status": what ``execute_complete`` does with it.
+EVENT_SUCCESS = "success"  # return event["result"] as the XCom value
+EVENT_FAILURE = "failure"  # fail without retry (failure status, persistent 404, gateway 404)
+EVENT_TIMEOUT = "timeout"  # AirflowSensorTimeout
+EVENT_ERROR = "error"  # an error the wait has no rule for (bad credentials, unreadable answer)
+EVENT_STATUSES = (EVENT_SUCCESS, EVENT_FAILURE, EVENT_TIMEOUT, EVENT_ERROR)
+
+
+class AgoraRecordingQueryTrigger(BaseTrigger):
+    """Poll Agora's ``query`` until the wait is decided or ``end_time`` (epoch seconds) passes."""
+
+    def __init__(
+        self,
+        *,
+        resource_id: str,
+        sid: str,
+        recording_mode: str,
+        app_id: str | None = None,
+        agora_conn_id: str = "agora_default",
+        target_status: int = 8,
+        failure_statuses: list[int] | tuple[int, ...] = (20,),
+        not_found_grace_period: float = 90.0,
+        on_not_found: str = "fail",
+        poll_interval: float = 60.0,
+        end_time: float,
+        memory: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self.resource_id = resource_id
+        self.sid = sid
+        self.recording_mode = recording_mode
+        self.app_id = app_id
+        self.agora_conn_id = agora_conn_id
+        self.target_status = target_status
+        self.failure_statuses = list(failure_statuses)
+        self.not_found_grace_period = not_found_grace_period
+        self.on_not_found = on_not_found
+        self.poll_interval = poll_interval
+        self.end_time = end_time
+        self.memory = memory or {}
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {
+                "resource_id": self.resource_id,
+                "sid": self.sid,
+                "recording_mode": self.recording_mode,
+                "app_id": self.app_id,
+                "agora_conn_id": self.agora_conn_id,
+                "target_status": self.target_status,
+                "failure_statuses": list(self.failure_statuses),
+                "not_found_grace_period": self.not_found_grace_period,
+                "on_not_found": self.on_not_found,
+                "poll_interval": self.poll_interval,
+                "end_time": self.end_time,
+                "memory": self.memory,
+            },
+        )
+
+    def _spec(self) -> WaitSpec:
+        return WaitSpec.checked(
+            resource_id=self.resource_id,
+            sid=self.sid,
+            recording_mode=self.recording_mode,
+            target_status=self.target_status,
+            failure_statuses=self.failure_statuses,
+            not_found_grace_period=self.not_found_grace_period,
+            on_not_found=self.on_not_found,
+        )
+
+    async def _client(self) -> Any:
+        from airflow_provider_agora._async_client import shared_client
+        from airflow_provider_agora._compat import aget_connection
+        from airflow_provider_agora.hooks.agora import settings_of
+
+        connection = await aget_connection(self.agora_conn_id)
+        return shared_client(settings_of(self.agora_conn_id, connection))
+
+    async def _poll(self, client: Any, spec: WaitSpec, memory: WaitMemory) -> Decision:
+        try:
+            body = await client.query(spec.resource_id, spec.sid, spec.recording_mode, self.app_id)
+        except AgoraError as error:
+            return decide_on_error(spec, memory, error, time.time())
+        return decide_on_answer(spec, memory, body)
+
+    def _timeout_event(self, memory: WaitMemory) -> TriggerEvent:
+        last = memory.last_seen or {}
+        return TriggerEvent(
+            {
+                "status": EVENT_TIMEOUT,
+                "message": f"Sensor has timed out: recording sid={self.sid} did not reach status "
+                f"{describe_status(self.target_status)} before the sensor's timeout; last status seen: "
+                f"{describe_status(last.get('status'))}.",
+                "result": memory.last_seen,
+            }
+        )
+
+    async def _decide(self) -> TriggerEvent:
+        """Run the wait to its end; every way out is one event (the caller yields it)."""
+        try:
+            spec = self._spec()
+            client = await self._client()
+        except AgoraError as error:
+            return TriggerEvent({"status": EVENT_ERROR, "message": str(error), "result": None})
+        memory = WaitMemory.from_json(self.memory)
+        while time.time() < self.end_time:
+            try:
+                decision = await self._poll(client, spec, memory)
+            except AgoraError as error:
+                return TriggerEvent({"status": EVENT_ERROR, "message": str(error), "result": memory.last_seen})
+            memory = decision.memory
+            self.log.info("%s", decision.message)
+            if decision.outcome is Outcome.DONE:
+                return TriggerEvent({"status": EVENT_SUCCESS, "message": decision.message, "result": decision.result})
+            if decision.outcome is Outcome.FAIL:
+                return TriggerEvent({"status": EVENT_FAILURE, "message": decision.message, "result": decision.result})
+            await asyncio.sleep(max(0.0, min(self.poll_interval, self.end_time - time.time())))
+        return self._timeout_event(memory)
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        # Exactly one event. Nothing catches BaseException around the yield: cancellation and
+        # generator close must pass through untouched.
+        yield await self._decide()
