@@ -20,9 +20,17 @@ class FakeClock:
         return self.now
 
 
-def send_times(spacer: RequestSpacer, clock: FakeClock, count: int) -> list[float]:
-    """Callers that all want to send now: each sends at the slot it was given."""
-    return [clock.now + spacer.reserve() for _ in range(count)]
+def send_times(spacer: RequestSpacer, clock: FakeClock, count: int, lateness: float = 0.0) -> list[float]:
+    """Callers that all want to send now, each waking ``lateness`` after its slot (sleeps are simulated)."""
+    slots = sorted(clock.now + spacer.reserve() for _ in range(count))
+    sent = []
+    for number, slot in enumerate(slots):
+        # Every other caller wakes late, so late and punctual callers interleave.
+        clock.now = max(clock.now, slot + (lateness if number % 2 == 0 else 0.0))
+        while (delay := spacer.claim()) > 0:
+            clock.now += delay
+        sent.append(clock.now)
+    return sent
 
 
 @pytest.mark.parametrize("rate", [1, 3, 10, 25])
@@ -37,12 +45,22 @@ def test_no_sliding_second_holds_more_than_the_limit_even_after_an_idle_spell(ra
     assert times[3 * rate - 1] - times[0] < 3.1
 
 
+@pytest.mark.parametrize("lateness", [0.05, 0.3, 2.0])
+def test_callers_waking_late_from_their_slot_cannot_exceed_the_limit(lateness: float) -> None:
+    clock = FakeClock()
+    spacer = RequestSpacer(10, clock=clock)
+    times = send_times(spacer, clock, 60, lateness=lateness)
+    assert max_in_sliding_second(times) <= 10
+
+
 def test_the_first_request_after_idle_is_not_delayed() -> None:
     clock = FakeClock()
     spacer = RequestSpacer(10, clock=clock)
     spacer.reserve()
+    spacer.claim()
     clock.now += 5
     assert spacer.reserve() == 0.0
+    assert spacer.claim() == 0.0
 
 
 def test_hooks_of_one_account_share_one_budget_and_the_stricter_rate_wins() -> None:
