@@ -176,3 +176,37 @@ def test_reschedule_mode_succeeds_with_the_last_files_when_the_session_vanishes(
     result = xcom(airflow_home, "agora_reschedule_check", "wait")
     assert result["ended_by"] in ("status", "not_found")
     assert result["files"][0]["fileName"] == f"{recording['sid']}_e2e-room.m3u8"
+
+
+def test_deferrable_sensor_fails_on_a_persistent_404_like_poke_mode(
+    airflow_home: Path, e2e_simulator: AgoraSimulator
+) -> None:
+    unknown = {"resource_id": "no-such-resource", "sid": "e" * 32, "grace": 2}
+    run = dags_test(airflow_home, e2e_simulator, "agora_deferrable_check", dags=ROOT / "tests" / "dags", conf=unknown)
+    output = run.stdout + run.stderr
+    assert run.returncode == 1
+    assert "running trigger in line" in output  # it did defer
+    assert "past not_found_grace_period=2 s" in output
+
+
+def test_deferrable_sensor_succeeds_through_the_trigger(airflow_home: Path, e2e_simulator: AgoraSimulator) -> None:
+    recording = start_recording(e2e_simulator, uid=103)
+    hook = AgoraHook(retry_policy=FAST_RETRIES)
+    first_poke = threading.Event()
+
+    def stop_after_the_first_poke() -> None:
+        while not first_poke.wait(0.1):
+            if any(r.path.endswith(f"{recording['sid']}/mode/mix/query") for r in e2e_simulator.request_log):
+                first_poke.set()
+        hook.stop(recording["resource_id"], recording["sid"], "mix", "e2e-room", 103)
+
+    e2e_simulator.clear_request_log()
+    threading.Thread(target=stop_after_the_first_poke, daemon=True).start()
+    conf = {**recording, "target_status": 8, "grace": 2, "on_not_found": "succeed"}
+    run = dags_test(airflow_home, e2e_simulator, "agora_deferrable_check", dags=ROOT / "tests" / "dags", conf=conf)
+    first_poke.set()
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert "running trigger in line" in run.stdout + run.stderr
+    result = xcom(airflow_home, "agora_deferrable_check", "wait")
+    assert result["ended_by"] in ("status", "not_found")
+    assert result["files"][0]["fileName"] == f"{recording['sid']}_e2e-room.m3u8"
