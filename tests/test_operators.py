@@ -16,7 +16,7 @@ from airflow_provider_agora.operators.agora import (
 from airflow_provider_agora.sensors.agora import AgoraRecordingQuerySensor
 from airflow_provider_agora.simulator import AgoraSimulator
 from tests import agora_bodies as bodies
-from tests.conftest import APP_ID, FAST_RETRIES, ScriptedAgora
+from tests.conftest import APP_ID, FAST_RETRIES, ScriptedAgora, redact
 
 STORAGE = {
     "vendor": 1,
@@ -104,8 +104,6 @@ def test_start_never_retries_a_4xx(scripted: ScriptedAgora) -> None:
 
 
 def test_storage_credentials_are_masked_once_rendered(agora_conn: AgoraSimulator) -> None:
-    from airflow.sdk._shared.secrets_masker import redact
-
     task = start_task()
     task.render_template_fields({})
     rendered = redact(task.client_request)

@@ -162,17 +162,18 @@ def test_gateway_404_fails_at_once_with_a_hint(scripted: ScriptedAgora) -> None:
 def test_on_not_found_succeed_returns_the_last_files_seen(agora_conn: AgoraSimulator) -> None:
     recording = start_recording("mix")
     task = sensor(**recording, on_not_found="succeed", not_found_grace_period=0.5, poke_interval=0.1)
-    outcome: dict[str, Any] = {}
-    waiter = threading.Thread(target=lambda: outcome.update(result=task.execute({})))
-    waiter.start()
-    # Stop once the sensor has seen the recording with files, then let the session vanish.
-    deadline = time.monotonic() + 10
-    while not (task._memory.last_seen and task._memory.last_seen["files"]) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    hook = AgoraHook(retry_policy=FAST_RETRIES)
-    hook.stop(recording["resource_id"], recording["sid"], "mix", "room1", 4242)
-    waiter.join(20)
-    result = outcome["result"]
+
+    def stop_once_files_were_seen() -> None:
+        # Stop once the sensor has seen the recording with files, then let the session vanish.
+        deadline = time.monotonic() + 10
+        while not (task._memory.last_seen and task._memory.last_seen["files"]) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        AgoraHook(retry_policy=FAST_RETRIES).stop(recording["resource_id"], recording["sid"], "mix", "room1", 4242)
+
+    stopper = threading.Thread(target=stop_once_files_were_seen)
+    stopper.start()
+    result = task.execute({})  # the sensor runs in the main thread, as Airflow runs it
+    stopper.join(20)
     assert result["ended_by"] in ("not_found", "status")
     assert result["files"][0]["fileName"] == f"{recording['sid']}_room1.m3u8"
 
@@ -213,10 +214,17 @@ def test_persistent_transient_errors_end_in_the_sensor_timeout_not_a_failure(ago
 
 
 def test_concurrent_sensors_stay_within_ten_requests_per_second(agora_conn: AgoraSimulator) -> None:
+    """Four sensors in four threads of one worker process, poking as fast as they may."""
     recordings = [start_recording("mix", cname=f"room{n}") for n in range(4)]
     agora_conn.clear_request_log()
-    tasks = [sensor(**r, target_status=8, timeout=2.5, poke_interval=0) for r in recordings]
-    threads = [threading.Thread(target=_expect_timeout, args=(t,)) for t in tasks]
+    tasks = [sensor(**r, target_status=8) for r in recordings]
+    deadline = time.monotonic() + 2.5
+
+    def keep_poking(task: AgoraRecordingQuerySensor) -> None:
+        while time.monotonic() < deadline:
+            assert task.poke({}) is False
+
+    threads = [threading.Thread(target=keep_poking, args=(t,)) for t in tasks]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -225,11 +233,6 @@ def test_concurrent_sensors_stay_within_ten_requests_per_second(agora_conn: Agor
     assert len(log) >= 20
     assert max_in_sliding_second([r.time for r in log]) <= 10
     assert 429 not in [r.status for r in log]
-
-
-def _expect_timeout(task: AgoraRecordingQuerySensor) -> None:
-    with pytest.raises(AirflowSensorTimeout):
-        task.execute({})
 
 
 # -- one poke, one query; the hook is reused ----------------------------------------------------
