@@ -26,6 +26,7 @@ try:  # Airflow 3.2+
     from airflow.sdk.exceptions import (
         AirflowException,
         AirflowFailException,
+        AirflowNotFoundException,
         AirflowSensorTimeout,
         AirflowSkipException,
         TaskDeferred,
@@ -34,6 +35,7 @@ except ImportError:
     from airflow.exceptions import (  # type: ignore[no-redef,attr-defined,assignment]
         AirflowException,
         AirflowFailException,
+        AirflowNotFoundException,
         AirflowSensorTimeout,
         AirflowSkipException,
         TaskDeferred,
@@ -57,6 +59,7 @@ except ImportError:
 __all__ = [
     "AirflowException",
     "AirflowFailException",
+    "AirflowNotFoundException",
     "AirflowSensorTimeout",
     "AirflowSkipException",
     "BaseHook",

@@ -35,9 +35,7 @@ def get_provider_info() -> dict[str, Any]:
         ],
         "hooks": [{"integration-name": _INTEGRATION, "python-modules": ["airflow_provider_agora.hooks.agora"]}],
         "sensors": [{"integration-name": _INTEGRATION, "python-modules": ["airflow_provider_agora.sensors.agora"]}],
-        "triggers": [
-            {"integration-name": _INTEGRATION, "python-modules": ["airflow_provider_agora.triggers.agora"]}
-        ],
+        "triggers": [{"integration-name": _INTEGRATION, "python-modules": ["airflow_provider_agora.triggers.agora"]}],
         "operators": [{"integration-name": _INTEGRATION, "python-modules": ["airflow_provider_agora.operators.agora"]}],
         "connection-types": [
             {

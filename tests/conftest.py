@@ -6,6 +6,7 @@ import json
 import os
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -68,6 +69,9 @@ class ScriptedAnswer:
     status: int
     body: Any
     headers: dict[str, str] = field(default_factory=dict)
+    # "reset": send half the body, then drop the connection; "stall": answer only after `delay` seconds.
+    fault: str | None = None
+    delay: float = 0.0
 
 
 class ScriptedAgora:
@@ -81,6 +85,7 @@ class ScriptedAgora:
         self.answers: list[ScriptedAnswer] = []
         self.requests: list[tuple[str, str, dict[str, str]]] = []
         self.bodies: list[Any] = []
+        self.times: list[float] = []
         self._lock = threading.Lock()
         scripted = self
 
@@ -96,8 +101,11 @@ class ScriptedAgora:
                 with scripted._lock:
                     scripted.requests.append((self.command, self.path, dict(self.headers)))
                     scripted.bodies.append(json.loads(sent) if sent else None)
+                    scripted.times.append(time.time())
                     answer = scripted.answers.pop(0) if len(scripted.answers) > 1 else scripted.answers[0]
                 payload = answer.body if isinstance(answer.body, bytes) else json.dumps(answer.body).encode()
+                if answer.fault == "stall":
+                    time.sleep(answer.delay)  # the fault itself: a server that does not answer in time
                 self.send_response(answer.status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(payload)))
@@ -105,6 +113,12 @@ class ScriptedAgora:
                 for name, value in answer.headers.items():
                     self.send_header(name, value)
                 self.end_headers()
+                if answer.fault == "reset":
+                    self.wfile.write(payload[: len(payload) // 2])
+                    self.wfile.flush()
+                    self.close_connection = True
+                    self.connection.shutdown(2)
+                    return
                 self.wfile.write(payload)
 
             do_GET = do_POST = _answer

@@ -23,7 +23,7 @@ from airflow_provider_agora._api import (
     session_endpoint,
     start_endpoint,
 )
-from airflow_provider_agora._compat import BaseHook, mask_secret
+from airflow_provider_agora._compat import AirflowNotFoundException, BaseHook, mask_secret
 from airflow_provider_agora._connection_form import (
     CONN_FIELDS,
     CONNECTION_TYPE,
@@ -56,6 +56,13 @@ _TEST_CONNECTION_TIMEOUT = 10.0
 # A resource id and sid that cannot exist: querying them proves the credentials without side effects.
 _PROBE_RESOURCE_ID = "airflow-provider-agora-connection-test"
 _PROBE_SID = "0" * 32
+
+
+def missing_connection(conn_id: str) -> AgoraConfigurationError:
+    return AgoraConfigurationError(
+        f"Connection {conn_id!r} does not exist: create an Agora Cloud Recording connection with that id "
+        f"(Customer ID, Customer Secret, App ID), or pass agora_conn_id= the id of an existing one."
+    )
 
 
 def settings_of(conn_id: str, conn: Any) -> AgoraSettings:
@@ -130,7 +137,11 @@ class AgoraHook(BaseHook):
     @cached_property
     def settings(self) -> AgoraSettings:
         """The connection, read once per hook and validated."""
-        return settings_of(self.agora_conn_id, self.get_connection(self.agora_conn_id))
+        try:
+            connection = self.get_connection(self.agora_conn_id)
+        except AirflowNotFoundException as error:
+            raise missing_connection(self.agora_conn_id) from error
+        return settings_of(self.agora_conn_id, connection)
 
     @cached_property
     def session(self) -> requests.Session:

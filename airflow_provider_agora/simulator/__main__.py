@@ -39,6 +39,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--rate-limit", type=int, default=10, help="accepted requests per second per customer (0 disables)"
     )
+    parser.add_argument(
+        "--backlog",
+        type=int,
+        default=None,
+        help="listen queue length (default: socketserver's 5; raise it for many new connections at once)",
+    )
     return parser
 
 
@@ -52,6 +58,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--speed must be > 0")
     if args.rate_limit < 0:
         parser.error("--rate-limit must be >= 0")
+    if args.backlog is not None and args.backlog < 1:
+        parser.error("--backlog must be >= 1")
     stop = threading.Event()
 
     def _on_signal(signum: int, frame: FrameType | None) -> None:
@@ -67,6 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         port=args.port,
         speed=args.speed,
         rate_limit_per_second=args.rate_limit or None,
+        backlog=args.backlog,
     )
     try:
         simulator.start()

@@ -10,18 +10,20 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 import re
 import secrets
 import threading
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from airflow_provider_agora.simulator._faults import Faults
 from airflow_provider_agora.simulator._lifecycle import (
     ALL_STREAMS,
+    DEFAULT_BULK_HOLD,
     DEFAULT_RESOURCE_EXPIRED_HOUR,
     FIRST_SLICE_AT,
     RESOURCE_TTL,
@@ -54,6 +56,9 @@ ROUTES: tuple[tuple[str, re.Pattern[str], str], ...] = (
     ("POST", re.compile(_RESOURCE + r"/sid/(?P<sid>[^/]+)/mode/(?P<mode>mix)/updateLayout"), "updateLayout"),
     ("POST", re.compile(_SESSION + r"/stop"), "stop"),
 )
+
+#: Most recordings one ``create_recordings`` call makes (keeps a control request bounded).
+MAX_BULK_RECORDINGS = 100_000
 
 # Agora's channel-name alphabet (89 characters) and limit (64 bytes).
 _CNAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 !#$%&()+-:;<=.>?@[]^_{}|~,")
@@ -153,7 +158,9 @@ class CloudRecordingApi:
     ) -> None:
         self._customer_id = customer_id
         self._customer_secret = customer_secret
-        self._app_ids = frozenset(app_ids)
+        ordered_app_ids = tuple(app_ids)
+        self._app_ids = frozenset(ordered_app_ids)
+        self._default_app_id = ordered_app_ids[0] if ordered_app_ids else None
         self._clock = clock
         self._faults = faults
         self._limiter = SlidingWindowLimiter(rate_limit_per_second)
@@ -220,6 +227,43 @@ class CloudRecordingApi:
                     recording.left_at = now
                     affected += 1
         return affected
+
+    def create_recordings(
+        self,
+        end_times: Sequence[float],
+        *,
+        hold: float = DEFAULT_BULK_HOLD,
+        mode: str = "mix",
+        app_id: str | None = None,
+        client_request: dict[str, Any] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Create recordings directly, for load tests: no acquire/start, no rate limit, no faults.
+
+        Each is at status 5 with its first slice uploaded from now on, goes to 6 at its own
+        ``end_times`` entry (wall-clock epoch seconds), 7 and 8 one and two simulated seconds later,
+        and is gone ``hold`` simulated seconds after its end time. An end time in the past starts
+        the recording before it, so it still has files. Each gets its own channel, so none conflicts
+        with a started recording. Returns ``{"resource_id", "sid", "end_time"}`` per recording, in order.
+        """
+        chosen_app = check_bulk_arguments(
+            end_times, hold, mode, self._default_app_id if app_id is None else app_id, self._app_ids, client_request
+        )
+        now = self._clock.now()
+        created: list[dict[str, Any]] = []
+        with self._lock:
+            for end_time in end_times:
+                ends_at = self._clock.from_epoch(float(end_time))
+                sid = uuid.uuid4().hex
+                resource = Resource(chosen_app, f"bulk_{sid}", "1", secrets.token_urlsafe(96), now, 720)
+                started_at = min(now, ends_at) - FIRST_SLICE_AT
+                recording = Recording.create(resource, sid, mode, dict(client_request or {}), started_at)
+                recording.exit_at = ends_at
+                recording.exit_duration = float(hold)
+                self._resources[resource.resource_id] = resource
+                self._recordings[sid] = recording
+                self._started[resource.resource_id] = sid
+                created.append({"resource_id": resource.resource_id, "sid": sid, "end_time": float(end_time)})
+        return created
 
     # -- helpers (call with self._lock held) ------------------------------------------------------
 
@@ -344,6 +388,27 @@ class CloudRecordingApi:
             uploading = "unknown" if async_stop else "uploaded"
             server_response = recording.stop_response(now, self._slice_start_ms(recording), uploading)
             return json_response(200, {**self._ids(recording), "serverResponse": server_response})
+
+
+def check_bulk_arguments(
+    end_times: Any, hold: Any, mode: Any, app_id: Any, app_ids: Iterable[str], client_request: Any
+) -> str:
+    """Validate ``create_recordings`` arguments (they may come from JSON); returns the App ID to use."""
+    if not isinstance(end_times, (list, tuple)) or any(
+        isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) for t in end_times
+    ):
+        raise ValueError("end_times must be a list of epoch seconds")
+    if len(end_times) > MAX_BULK_RECORDINGS:
+        raise ValueError(f"at most {MAX_BULK_RECORDINGS} recordings per call")
+    if isinstance(hold, bool) or not isinstance(hold, (int, float)) or not hold > 0:
+        raise ValueError("hold must be a number of seconds > 0")
+    if mode not in _MODES.split("|"):
+        raise ValueError(f"mode must be one of {_MODES.replace('|', ', ')}")
+    if not isinstance(app_id, str) or app_id not in frozenset(app_ids):
+        raise ValueError(f"unknown app_id {app_id!r}")
+    if client_request is not None and not isinstance(client_request, dict):
+        raise ValueError("client_request must be a JSON object")
+    return str(app_id)
 
 
 def _apply_update(recording: Recording, client_request: dict[str, Any]) -> None:

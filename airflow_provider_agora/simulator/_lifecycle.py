@@ -26,6 +26,9 @@ SLICE_INTERVAL = 2.0
 EXIT_TIMELINE: tuple[tuple[float, int], ...] = ((0.0, 6), (1.0, 7), (2.0, 8))
 #: Simulated seconds after the exit begins at which the worker is gone (query answers 404).
 EXIT_DURATION = 3.0
+#: Default ``hold`` of bulk-created recordings: simulated seconds they stay at a terminal status
+#: (6, 7, then 8) after their end time, so that a slow poller still sees them before the 404.
+DEFAULT_BULK_HOLD = 3600.0
 ABNORMAL_STATUS = 20
 #: Simulated seconds a recording shows status 20 before its worker is gone.
 ABNORMAL_HOLD = 5.0
@@ -60,6 +63,10 @@ class Clock:
     def epoch_ms(self, simulated: float) -> int:
         """Wall-clock epoch milliseconds at which simulated time ``simulated`` happens(ed)."""
         return int((self._origin_epoch + simulated / self.speed) * 1000)
+
+    def from_epoch(self, epoch: float) -> float:
+        """Simulated time at wall-clock ``epoch`` seconds: schedules given as epoch times use it."""
+        return (epoch - self._origin_epoch) * self.speed
 
 
 def _step(timeline: tuple[tuple[float, int], ...], elapsed: float) -> int:
@@ -112,6 +119,9 @@ class Recording:
     left_at: float | None = None
     abnormal_at: float | None = None
     layout: dict[str, Any] = field(default_factory=dict)
+    #: Simulated seconds the 6→7→8 tail lasts before the worker is gone; only bulk-created
+    #: recordings (``hold``) change it.
+    exit_duration: float = EXIT_DURATION
 
     @classmethod
     def create(cls, resource: Resource, sid: str, mode: str, client_request: dict[str, Any], now: float) -> Recording:
@@ -223,7 +233,7 @@ class Recording:
             return ABNORMAL_STATUS if now < abnormal + ABNORMAL_HOLD else None
         if normal is not None and now >= normal:
             elapsed = now - normal
-            return _step(EXIT_TIMELINE, elapsed) if elapsed < EXIT_DURATION else None
+            return _step(EXIT_TIMELINE, elapsed) if elapsed < self.exit_duration else None
         status = _step(STARTUP_TIMELINE, now - self.started_at)
         if status == 5 and self.slice_count(now) == 0:
             return 4

@@ -9,7 +9,8 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
@@ -18,7 +19,7 @@ from urllib.parse import urlsplit
 
 from airflow_provider_agora.simulator._api import CloudRecordingApi
 from airflow_provider_agora.simulator._faults import Faults
-from airflow_provider_agora.simulator._lifecycle import Clock
+from airflow_provider_agora.simulator._lifecycle import DEFAULT_BULK_HOLD, Clock
 from airflow_provider_agora.simulator._responses import NO_ROUTE, Response, gateway_error, json_response
 
 CONTROL_PREFIX = "/_simulator/"
@@ -124,15 +125,18 @@ class _Server(ThreadingHTTPServer):
 
     daemon_threads = True
 
-    def __init__(self, address: tuple[str, int], simulator: AgoraSimulator) -> None:
+    def __init__(self, address: tuple[str, int], simulator: AgoraSimulator, backlog: int | None = None) -> None:
         self.simulator = simulator
         self._connections: set[socket.socket] = set()
         self._connections_lock = threading.Lock()
+        if backlog is not None:
+            self.request_queue_size = backlog  # read by server_activate's listen()
         super().__init__(address, _Handler)
 
     def process_request(self, request: Any, client_address: Any) -> None:
         with self._connections_lock:
             self._connections.add(request)
+        self.simulator._connection_accepted()
         super().process_request(request, client_address)
 
     def shutdown_request(self, request: Any) -> None:
@@ -170,6 +174,11 @@ class AgoraSimulator:
     * Gateway 404s (unknown route) come before auth and consume no fault; ``faults.latency`` is
       added to every non-control answer. Control requests (``/_simulator/*``) are neither logged
       nor rate-limited nor faulted.
+
+    For load tests: ``create_recordings`` makes many recordings with scheduled end times without
+    any API request, ``stats`` counts accepted TCP connections and answers per HTTP status, and
+    ``backlog`` sets the listen queue (``None`` keeps ``socketserver``'s 5, which drops the SYNs
+    of a burst of new connections).
     """
 
     def __init__(
@@ -181,7 +190,10 @@ class AgoraSimulator:
         port: int = 0,
         speed: float = 1.0,
         rate_limit_per_second: int | None = 10,
+        backlog: int | None = None,
     ) -> None:
+        if backlog is not None and backlog < 1:
+            raise ValueError("backlog must be >= 1")
         self.customer_id = customer_id
         self.customer_secret = customer_secret
         self.app_ids: tuple[str, ...] = tuple(app_ids)
@@ -194,6 +206,11 @@ class AgoraSimulator:
         )
         self._log_lock = threading.Lock()
         self._request_log: list[RequestRecord] = []
+        self._backlog = backlog
+        self._stats_lock = threading.Lock()
+        self._connections_accepted = 0
+        self._status_counts: Counter[int] = Counter()
+        self._stats_since = time.time()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -203,7 +220,7 @@ class AgoraSimulator:
         """Bind (port 0 picks a free port) and serve from a daemon thread."""
         if self._server is not None:
             raise RuntimeError("simulator already started")
-        server = _Server((self.host, self.port), self)
+        server = _Server((self.host, self.port), self, self._backlog)
         self.port = server.server_address[1]
         self._server = server
         self._thread = threading.Thread(
@@ -273,9 +290,54 @@ class AgoraSimulator:
         """
         return self._api.leave_channel(cname)
 
+    def create_recordings(
+        self,
+        end_times: Sequence[float],
+        *,
+        hold: float = DEFAULT_BULK_HOLD,
+        mode: str = "mix",
+        app_id: str | None = None,
+        client_request: dict[str, Any] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Make one recording per end time (epoch seconds) without API requests; see ``CloudRecordingApi``.
+
+        They are at status 5 with files until their end time, then 6, 7, 8 for ``hold`` simulated
+        seconds, then gone. ``app_id`` defaults to the first accepted App ID. Returns
+        ``{"resource_id", "sid", "end_time"}`` per recording, in the order of ``end_times``.
+        """
+        return self._api.create_recordings(
+            end_times, hold=hold, mode=mode, app_id=app_id, client_request=client_request
+        )
+
+    def stats(self) -> dict[str, Any]:
+        """Counters since the last ``reset_stats``: TCP connections accepted, API answers per status.
+
+        Cheaper to read than the request log when only totals matter (e.g. how many 429s).
+        """
+        with self._stats_lock:
+            return {
+                "since": self._stats_since,
+                "connections_accepted": self._connections_accepted,
+                "requests": sum(self._status_counts.values()),
+                "by_status": {str(status): count for status, count in sorted(self._status_counts.items())},
+            }
+
+    def reset_stats(self) -> None:
+        """Zero the counters (the request log is cleared separately, by ``clear_request_log``)."""
+        with self._stats_lock:
+            self._connections_accepted = 0
+            self._status_counts.clear()
+            self._stats_since = time.time()
+
+    def _connection_accepted(self) -> None:
+        with self._stats_lock:
+            self._connections_accepted += 1
+
     def _log(self, record: RequestRecord) -> None:
         with self._log_lock:
             self._request_log.append(record)
+        with self._stats_lock:
+            self._status_counts[record.status] += 1
 
     def _control(self, method: str, path: str, body: bytes) -> Response:
         """``/_simulator/*``: request log, faults and channel control for other processes."""
@@ -300,9 +362,34 @@ class AgoraSimulator:
                 except (TypeError, ValueError) as exc:
                     return gateway_error(400, str(exc))
             return json_response(200, self.faults.state())
+        if name == "stats" and method in ("GET", "DELETE"):
+            if method == "DELETE":
+                self.reset_stats()
+            return json_response(200, self.stats())
+        if name == "recordings" and method == "POST":
+            return self._control_create_recordings(payload)
         if name == "leave_channel" and method == "POST":
             cname = payload.get("cname") if isinstance(payload, dict) else None
             if not isinstance(cname, str):
                 return gateway_error(400, 'expected {"cname": "..."}')
             return json_response(200, {"cname": cname, "recordings": self.leave_channel(cname)})
         return NO_ROUTE
+
+    def _control_create_recordings(self, payload: Any) -> Response:
+        """``POST /_simulator/recordings``: ``{"end_times": [...], "hold"?, "mode"?, "app_id"?, "client_request"?}``."""
+        if not isinstance(payload, dict) or "end_times" not in payload:
+            return gateway_error(400, 'expected {"end_times": [epoch seconds, ...]}')
+        unknown = set(payload) - {"end_times", "hold", "mode", "app_id", "client_request"}
+        if unknown:
+            return gateway_error(400, f"unknown field(s): {', '.join(sorted(unknown))}")
+        try:
+            created = self.create_recordings(
+                payload["end_times"],
+                hold=payload.get("hold", DEFAULT_BULK_HOLD),
+                mode=payload.get("mode", "mix"),
+                app_id=payload.get("app_id"),
+                client_request=payload.get("client_request"),
+            )
+        except ValueError as exc:
+            return gateway_error(400, str(exc))
+        return json_response(200, created)

@@ -98,10 +98,13 @@ class AgoraRecordingQueryTrigger(BaseTrigger):
 
     async def _client(self) -> Any:
         from airflow_provider_agora._async_client import shared_client
-        from airflow_provider_agora._compat import aget_connection
-        from airflow_provider_agora.hooks.agora import settings_of
+        from airflow_provider_agora._compat import AirflowNotFoundException, aget_connection
+        from airflow_provider_agora.hooks.agora import missing_connection, settings_of
 
-        connection = await aget_connection(self.agora_conn_id)
+        try:
+            connection = await aget_connection(self.agora_conn_id)
+        except AirflowNotFoundException as error:
+            raise missing_connection(self.agora_conn_id) from error
         return shared_client(settings_of(self.agora_conn_id, connection))
 
     async def _poll(self, client: Any, spec: WaitSpec, memory: WaitMemory) -> Decision:
