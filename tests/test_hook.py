@@ -26,7 +26,7 @@ from airflow_provider_agora.exceptions import (
 )
 from airflow_provider_agora.hooks.agora import AgoraHook
 from tests import agora_bodies as bodies
-from tests.conftest import APP_ID, CUSTOMER_ID, CUSTOMER_SECRET, FAST_RETRIES, connection_json, redact
+from tests.conftest import APP_ID, CUSTOMER_ID, CUSTOMER_SECRET, FAST_RETRIES, ScriptedAgora, connection_json, redact
 
 PRIMARY = "https://api.agora.io"
 SECONDARY = "https://api.sd-rtn.com"
@@ -304,3 +304,14 @@ def test_tls_verification_cannot_be_turned_off_from_the_connection(
     AgoraHook().query(RID, SID, "mix")
     verify = requests_mock.last_request.verify
     assert verify is True or (isinstance(verify, str) and verify)  # on, with the default or a CA bundle
+
+
+def test_cname_travels_only_in_the_json_body(scripted: ScriptedAgora) -> None:
+    """A hostile channel name cannot add a header or change the path: it is JSON-encoded in the body."""
+    scripted.script((200, {"resourceId": "rid"}))
+    hostile = "room\r\nX-Injected: 1\r\n\r\nGET /v1/apps/other/cloud_recording/acquire"
+    AgoraHook(retry_policy=FAST_RETRIES).acquire(hostile, 42)
+    method, path, headers = scripted.requests[0]
+    assert (method, path) == ("POST", f"/v1/apps/{APP_ID}/cloud_recording/acquire")
+    assert "X-Injected" not in headers
+    assert scripted.bodies[0]["cname"] == hostile
