@@ -8,7 +8,7 @@ poll to the next; it round-trips through JSON so it can live in Airflow's task s
 from __future__ import annotations
 
 import enum
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 from airflow_provider_agora._api import check_path_parameter, check_recording_mode
@@ -19,7 +19,7 @@ from airflow_provider_agora.exceptions import (
     AgoraNotFoundError,
     AgoraRouteNotFoundError,
 )
-from airflow_provider_agora.models import RecordingSnapshot, parse_recording
+from airflow_provider_agora.models import RecordingSnapshot, parse_recording, recording_result
 
 # serverResponse.status, as Agora documents it (query reference).
 STATUS_MEANINGS = {
@@ -127,16 +127,12 @@ class WaitSpec:
         )
 
     def result(self, snapshot: RecordingSnapshot, ended_by: str | None) -> dict[str, Any]:
-        """The XCom value: everything a downstream task needs, JSON-serialisable."""
-        return {
-            "resource_id": self.resource_id,
-            "sid": self.sid,
-            "recording_mode": self.recording_mode,
-            "status": snapshot.status,
-            "ended_by": ended_by,
-            "files": snapshot.files,
-            "server_response": snapshot.server_response,
-        }
+        return recording_result(self.resource_id, self.sid, self.recording_mode, snapshot, ended_by)
+
+    @classmethod
+    def from_attributes(cls, owner: object) -> WaitSpec:
+        """Checked spec from an object holding these fields as attributes (the sensor, the trigger)."""
+        return cls.checked(**{spec_field.name: getattr(owner, spec_field.name) for spec_field in fields(cls)})
 
 
 @dataclass(frozen=True)

@@ -160,3 +160,18 @@ def parse_recording(body: Any, *, sid: str | None, require_status: bool = True) 
         uploading_status=uploading_status if isinstance(uploading_status, str) else None,
         rtmp_outputs=rtmp_outputs,
     )
+
+
+def recording_result(
+    resource_id: str, sid: str, recording_mode: str, snapshot: RecordingSnapshot, ended_by: str | None
+) -> dict[str, Any]:
+    """The XCom value of the sensor and the stop operator: everything a downstream task needs."""
+    return {
+        "resource_id": resource_id,
+        "sid": sid,
+        "recording_mode": recording_mode,
+        "status": snapshot.status,
+        "ended_by": ended_by,
+        "files": snapshot.files,
+        "server_response": snapshot.server_response,
+    }

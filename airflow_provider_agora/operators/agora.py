@@ -16,7 +16,7 @@ from airflow_provider_agora.exceptions import (
     AgoraNotFoundError,
     AgoraResponseError,
 )
-from airflow_provider_agora.models import parse_recording
+from airflow_provider_agora.models import parse_recording, recording_result
 
 if TYPE_CHECKING:
     from airflow_provider_agora._compat import Context
@@ -218,16 +218,8 @@ class AgoraStopRecordingOperator(BaseOperator):
 
     def _result(self, body: Any, ended_by: str) -> dict[str, Any]:
         snapshot = parse_recording(body, sid=self.sid, require_status=False)
-        return {
-            "resource_id": self.resource_id,
-            "sid": self.sid,
-            "recording_mode": self.recording_mode,
-            "status": snapshot.status,
-            "ended_by": ended_by,
-            "files": snapshot.files,
-            "server_response": snapshot.server_response,
-            "uploading_status": snapshot.uploading_status,
-        }
+        result = recording_result(self.resource_id, self.sid, self.recording_mode, snapshot, ended_by)
+        return {**result, "uploading_status": snapshot.uploading_status}
 
     def _check_choices(self) -> None:
         for name, value, choices in (

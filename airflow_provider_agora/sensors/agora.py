@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import asdict
 from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -116,15 +117,7 @@ class AgoraRecordingQuerySensor(BaseSensorOperator):
 
     def wait_spec(self) -> WaitSpec:
         try:
-            return WaitSpec.checked(
-                resource_id=self.resource_id,
-                sid=self.sid,
-                recording_mode=self.recording_mode,
-                target_status=self.target_status,
-                failure_statuses=self.failure_statuses,
-                not_found_grace_period=self.not_found_grace_period,
-                on_not_found=self.on_not_found,
-            )
+            return WaitSpec.from_attributes(self)
         except AgoraConfigurationError as error:
             raise AirflowFailException(str(error)) from error
 
@@ -181,15 +174,9 @@ class AgoraRecordingQuerySensor(BaseSensorOperator):
         spec = self.wait_spec()
         self.defer(
             trigger=AgoraRecordingQueryTrigger(
-                resource_id=spec.resource_id,
-                sid=spec.sid,
-                recording_mode=spec.recording_mode,
+                **asdict(spec),
                 app_id=self.app_id,
                 agora_conn_id=self.agora_conn_id,
-                target_status=spec.target_status,
-                failure_statuses=list(spec.failure_statuses),
-                not_found_grace_period=spec.not_found_grace_period,
-                on_not_found=spec.on_not_found,
                 poll_interval=float(self.poke_interval),
                 end_time=time.time() + float(self.timeout),
                 memory=self._memory.to_json(),

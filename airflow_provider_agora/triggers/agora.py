@@ -85,17 +85,6 @@ class AgoraRecordingQueryTrigger(BaseTrigger):
             },
         )
 
-    def _spec(self) -> WaitSpec:
-        return WaitSpec.checked(
-            resource_id=self.resource_id,
-            sid=self.sid,
-            recording_mode=self.recording_mode,
-            target_status=self.target_status,
-            failure_statuses=self.failure_statuses,
-            not_found_grace_period=self.not_found_grace_period,
-            on_not_found=self.on_not_found,
-        )
-
     async def _client(self) -> Any:
         from airflow_provider_agora._async_client import shared_client
         from airflow_provider_agora._compat import AirflowNotFoundException, aget_connection
@@ -129,7 +118,7 @@ class AgoraRecordingQueryTrigger(BaseTrigger):
     async def _decide(self) -> TriggerEvent:
         """Run the wait to its end; every way out is one event (the caller yields it)."""
         try:
-            spec = self._spec()
+            spec = WaitSpec.from_attributes(self)
             client = await self._client()
         except AgoraError as error:
             return TriggerEvent({"status": EVENT_ERROR, "message": str(error), "result": None})
