@@ -8,7 +8,7 @@ VENV ?= .venv
 VENV_AIRFLOW_2 ?= .venv-airflow2
 BIN := $(VENV)/bin
 
-.PHONY: test lint typecheck pytest pytest-airflow2 demo clean
+.PHONY: test lint typecheck pytest pytest-airflow2 browser demo clean
 
 # One virtual environment per Airflow line; the stamp names the version it holds.
 $(VENV)/.installed-$(AIRFLOW_3): pyproject.toml
@@ -32,7 +32,11 @@ lint: $(VENV)/.installed-$(AIRFLOW_3)
 typecheck: $(VENV)/.installed-$(AIRFLOW_3)
 	$(BIN)/mypy
 
-pytest: $(VENV)/.installed-$(AIRFLOW_3)
+# Debian's Chromium and the playwright package for the connection-form test (skipped without them).
+browser: $(VENV)/.installed-$(AIRFLOW_3)
+	sh scripts/install-browser.sh $(VENV)
+
+pytest: $(VENV)/.installed-$(AIRFLOW_3) browser
 	$(BIN)/python -m pytest -q
 
 pytest-airflow2: $(VENV_AIRFLOW_2)/.installed-$(AIRFLOW_2)

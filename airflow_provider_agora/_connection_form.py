@@ -43,12 +43,12 @@ CONN_FIELDS: dict[str, dict[str, Any]] = {
     },
     "max_requests_per_second": {
         "label": "Max requests per second",
-        "description": "Agora allows 10 requests per second; every task in a worker process shares this budget.",
+        "description": "Default 10, Agora's limit. Every task and trigger of one process shares this budget.",
         "schema": {"type": ["integer", "null"], "minimum": 1},
     },
     "timeout": {
         "label": "Request timeout (seconds)",
-        "description": "Timeout of one HTTP request; a synchronous stop can take up to 20 seconds.",
+        "description": "Default 30. Timeout of one HTTP request; a synchronous stop can take up to 20 seconds.",
         "schema": {"type": ["number", "null"], "minimum": 1},
     },
 }

@@ -100,13 +100,15 @@ def run_wait(mode: str, **kwargs: Any) -> Ending:
                 if time.monotonic() - started > kwargs["timeout"]:
                     raise AirflowSensorTimeout("Sensor has timed out (reschedule)")
                 time.sleep(kwargs["poke_interval"])  # the reschedule interval
-        task = _sensor(deferrable=True, **kwargs)
-        try:
-            return Ending("success", value=task.execute({}))
-        except TaskDeferred as deferred:
-            event = asyncio.run(_only_event(deferred.trigger))
-            resumed = _sensor(deferrable=True, **kwargs)  # Airflow resumes on a new instance
-            return Ending("success", value=resumed.execute_complete({}, event))
+        step: Any = _sensor(deferrable=True, **kwargs).execute
+        arguments: tuple[Any, ...] = ({},)
+        while True:  # deferred, resumed, perhaps deferred again (checkpoints), until the end
+            try:
+                return Ending("success", value=step(*arguments))
+            except TaskDeferred as deferred:
+                event = asyncio.run(_only_event(deferred.trigger))
+                step = _sensor(deferrable=True, **kwargs).execute_complete  # a new instance resumes
+                arguments = ({}, event)
     except Exception as error:
         return _ending(error)
 

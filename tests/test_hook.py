@@ -315,3 +315,24 @@ def test_cname_travels_only_in_the_json_body(scripted: ScriptedAgora) -> None:
     assert (method, path) == ("POST", f"/v1/apps/{APP_ID}/cloud_recording/acquire")
     assert "X-Injected" not in headers
     assert scripted.bodies[0]["cname"] == hostile
+
+
+def test_test_connection_tells_the_three_cases_apart(simulator: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AIRFLOW_CONN_AGORA_DEFAULT", connection_json(simulator.url))
+    assert AgoraHook().test_connection() == (True, f"Connected to Agora at {simulator.url}; credentials accepted.")
+    without_app_id = json.dumps(
+        {"conn_type": "agora", "host": simulator.url, "login": CUSTOMER_ID, "password": CUSTOMER_SECRET}
+    )
+    monkeypatch.setenv("AIRFLOW_CONN_AGORA_DEFAULT", without_app_id)
+    ok, message = AgoraHook().test_connection()
+    assert ok and "credentials accepted. App ID not checked" in message
+    wrong = json.dumps({"conn_type": "agora", "host": simulator.url, "login": CUSTOMER_ID, "password": "wrong"})
+    monkeypatch.setenv("AIRFLOW_CONN_AGORA_DEFAULT", wrong)
+    ok, message = AgoraHook().test_connection()
+    assert not ok and message.startswith("Credentials rejected by Agora")
+    monkeypatch.setenv("AIRFLOW_CONN_AGORA_DEFAULT", connection_json(simulator.url, app_id="someoneelsesapp"))
+    ok, message = AgoraHook().test_connection()
+    assert not ok and "refused the App ID 'someoneelsesapp'" in message
+    monkeypatch.setenv("AIRFLOW_CONN_AGORA_DEFAULT", connection_json("http://127.0.0.1:9"))
+    ok, message = AgoraHook().test_connection()
+    assert not ok and message.startswith("Host unreachable")

@@ -38,6 +38,15 @@ async def events_of(task: AgoraRecordingQueryTrigger) -> list[dict[str, Any]]:
     return [event.payload async for event in task.run()]
 
 
+async def final_event(**kwargs: Any) -> dict[str, Any]:
+    """Follow checkpoints the way the sensor does: defer again with the memory handed back."""
+    while True:
+        (event,) = await events_of(trigger(**kwargs))
+        if event["status"] != "checkpoint":
+            return event
+        kwargs.update(memory=event["memory"], end_time=event["end_time"])
+
+
 def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("airflow_provider_agora._async_client.RetryPolicy", lambda: FAST_RETRIES)
 
@@ -64,11 +73,11 @@ def test_kwargs_are_json_primitives_naming_the_connection_not_a_secret() -> None
 
 async def test_success_gives_exactly_one_event_with_the_poke_mode_result(agora_conn: AgoraSimulator) -> None:
     recording = start_recording()
+    poked = poke_mode(**recording, target_status=5).execute({})
     events = await events_of(trigger(**recording, target_status=5))
     assert len(events) == 1
     (event,) = events
     assert event["status"] == "success"
-    poked = poke_mode(**recording, target_status=5).execute({})
     assert event["result"] == poked
     assert event["result"]["files"][0]["fileName"] == f"{recording['sid']}_room1.m3u8"
 
@@ -101,7 +110,7 @@ async def test_gateway_404_fails_at_once(scripted: ScriptedAgora) -> None:
 
 async def test_on_not_found_succeed_returns_the_last_files(scripted: ScriptedAgora) -> None:
     scripted.script((200, bodies.QUERY_STRING), (404, bodies.SERVICE_NOT_FOUND))
-    (event,) = await events_of(trigger(on_not_found="succeed", not_found_grace_period=0.2))
+    event = await final_event(on_not_found="succeed", not_found_grace_period=0.2)
     assert event["status"] == "success"
     assert event["result"]["ended_by"] == "not_found"
     assert event["result"]["files"] == [{"fileName": "zzzz.m3u8", "sliceStartTime": 1606357122528}]
@@ -117,10 +126,28 @@ async def test_memory_from_the_first_poke_carries_into_the_trigger(scripted: Scr
 
 
 async def test_the_deadline_ends_the_wait_with_a_timeout_event(agora_conn: AgoraSimulator) -> None:
-    recording = start_recording()
-    (event,) = await events_of(trigger(**recording, end_time=time.time() + 0.5))
+    task = trigger(sid="d" * 32, end_time=time.time() + 0.5, not_found_grace_period=600)
+    (event,) = await events_of(task)
     assert event["status"] == "timeout"
-    assert f"recording sid={recording['sid']} did not reach status 8" in event["message"]
+    assert f"recording sid={'d' * 32} did not reach status 8" in event["message"]
+
+
+async def test_what_a_restarted_triggerer_would_forget_is_handed_back_as_a_checkpoint(
+    scripted: ScriptedAgora,
+) -> None:
+    scripted.script((200, {"serverResponse": {"status": 4}}), (200, bodies.QUERY_STRING))
+    deadline = time.time() + 30
+    (first,) = await events_of(trigger(end_time=deadline))  # first sight of the recording
+    assert first["status"] == "checkpoint"
+    assert first["memory"]["last_seen"]["status"] == 4
+    assert first["end_time"] == deadline
+    (second,) = await events_of(trigger(end_time=deadline, memory=first["memory"]))  # a new file
+    assert second["status"] == "checkpoint"
+    assert second["memory"]["last_seen"]["files"] == [{"fileName": "zzzz.m3u8", "sliceStartTime": 1606357122528}]
+    requests_so_far = len(scripted.requests)
+    (third,) = await events_of(trigger(end_time=time.time() + 0.3, memory=second["memory"]))
+    assert third["status"] == "timeout"  # nothing new: no more checkpoints, the wait just goes on
+    assert len(scripted.requests) > requests_so_far
 
 
 async def test_transient_errors_are_retried_and_never_fail_the_wait(
@@ -128,6 +155,7 @@ async def test_transient_errors_are_retried_and_never_fail_the_wait(
 ) -> None:
     fast_retries(monkeypatch)
     recording = start_recording()
+    poke_mode(**recording, target_status=5).execute({})
     agora_conn.clear_request_log()
     agora_conn.faults.throttle_next(2, retry_after=None)
     agora_conn.faults.fail_next(2, status=503)
@@ -206,7 +234,7 @@ def test_deferrable_sensor_pokes_once_then_defers_with_its_timeout(scripted: Scr
         task.execute({})
     assert len(scripted.requests) == 1
     assert deferred.value.method_name == "execute_complete"
-    assert deferred.value.timeout.total_seconds() == 120
+    assert 119 < deferred.value.timeout.total_seconds() <= 120
     _, kwargs = deferred.value.trigger.serialize()
     assert (kwargs["poll_interval"], kwargs["target_status"]) == (7.0, 5)
     assert 110 < kwargs["end_time"] - time.time() <= 120
@@ -217,6 +245,28 @@ def test_deferrable_sensor_does_not_defer_when_already_done(scripted: ScriptedAg
     scripted.script((200, bodies.QUERY_STRING))
     result = poke_mode(resource_id="rid", sid="yyy", deferrable=True, target_status=5).execute({})
     assert result["files"] == [{"fileName": "zzzz.m3u8", "sliceStartTime": 1606357122528}]
+
+
+def test_a_checkpoint_is_kept_and_the_wait_deferred_again_with_the_same_deadline() -> None:
+    task = poke_mode(resource_id="rid", sid="abc", deferrable=True)
+    store: dict[str, Any] = {}
+
+    class Store:
+        def set(self, key: str, value: Any) -> None:
+            store[key] = value
+
+        def delete(self, key: str) -> None:
+            store.pop(key, None)
+
+    memory = {"not_found_since": None, "last_seen": {"status": 5, "files": [{"fileName": "a.m3u8"}]}}
+    deadline = time.time() + 50
+    event = {"status": "checkpoint", "message": "m", "memory": memory, "end_time": deadline, "result": None}
+    with pytest.raises(TaskDeferred) as deferred:
+        task.execute_complete({"task_state_store": Store()}, event)
+    _, kwargs = deferred.value.trigger.serialize()
+    assert (kwargs["memory"], kwargs["end_time"]) == (memory, deadline)
+    assert 40 < deferred.value.timeout.total_seconds() <= 50
+    assert store["agora_recording_wait"] == memory
 
 
 def test_execute_complete_turns_events_into_poke_mode_outcomes() -> None:

@@ -331,11 +331,13 @@ class AgoraHook(BaseHook):
                 f"and that the host is Agora's API."
             )
         except AgoraApiError as error:
-            if error.code is None and error.status == 400:
-                return False, f"Credentials accepted, but Agora refused the App ID {app_id!r}: {error.message}."
-            if error.code is not None:
-                suffix = "" if settings.app_id else " Set 'app_id' in the extra to check the App ID too."
+            # Agora checks the credentials first: a service answer (with a code), or without an App ID
+            # of our own the gateway's "appid is invalid" for the placeholder, means they were accepted.
+            if error.code is not None or (error.status == 400 and not settings.app_id):
+                suffix = "" if settings.app_id else " App ID not checked: set 'app_id' in the extra to check it too."
                 return True, f"Connected to Agora at {self.base_url}; credentials accepted.{suffix}"
+            if error.status == 400:
+                return False, f"Credentials accepted, but Agora refused the App ID {app_id!r}: {error.message}."
             return False, str(error)
         except AgoraError as error:
             return False, str(error)

@@ -12,9 +12,11 @@ from typing import TYPE_CHECKING, Any
 from airflow_provider_agora._compat import (
     AirflowException,
     AirflowFailException,
+    AirflowRescheduleException,
     AirflowSensorTimeout,
     BaseSensorOperator,
     PokeReturnValue,
+    TaskDeferred,
     conf,
 )
 from airflow_provider_agora._connection_form import DEFAULT_CONN_ID
@@ -140,13 +142,11 @@ class AgoraRecordingQuerySensor(BaseSensorOperator):
             time.sleep(min(self.poke_interval, spec.not_found_grace_period))
             decision = self.poll(spec, decision.memory)
 
-        self._memory = decision.memory
         self.log.info("%s (request id %s)", decision.message, self.hook.last_request_id)
-        if store is not None:
-            if decision.outcome is Outcome.WAIT:
-                store.set(MEMORY_KEY, decision.memory.to_json())
-            else:
-                store.delete(MEMORY_KEY)
+        if decision.outcome is Outcome.WAIT:
+            self._remember(context, decision.memory)
+        else:
+            self._forget(context)
         if decision.outcome is Outcome.FAIL:
             raise AirflowFailException(decision.message)
         if decision.outcome is Outcome.DONE:
@@ -163,31 +163,59 @@ class AgoraRecordingQuerySensor(BaseSensorOperator):
             and decision.memory.not_found_since is not None
         )
 
+    def _remember(self, context: Context, memory: WaitMemory) -> None:
+        """Keep what the wait knows for the next poke, reschedule, try or deferral."""
+        self._memory = memory
+        store = context.get("task_state_store")
+        if store is not None:
+            store.set(MEMORY_KEY, memory.to_json())
+
+    def _forget(self, context: Context) -> None:
+        """The try is over: a retry or a cleared task must start a fresh wait, not a stale 404 clock."""
+        self._memory = WaitMemory()
+        store = context.get("task_state_store")
+        if store is not None:
+            store.delete(MEMORY_KEY)
+
     def execute(self, context: Context) -> Any:
+        try:
+            result = self._wait(context)
+        except (TaskDeferred, AirflowRescheduleException):
+            raise  # the wait goes on elsewhere; its memory stays
+        except BaseException:
+            self._forget(context)
+            raise
+        self._forget(context)
+        return result
+
+    def _wait(self, context: Context) -> Any:
         if not self.deferrable:
             return super().execute(context)
         first = self.poke(context)  # no deferral when the recording is already there (or failed)
         if first:
             return first.xcom_value if isinstance(first, PokeReturnValue) else None
+        self._defer(self._memory, end_time=time.time() + float(self.timeout))
+
+    def _defer(self, memory: WaitMemory, *, end_time: float) -> None:
         from airflow_provider_agora.triggers.agora import AgoraRecordingQueryTrigger
 
-        spec = self.wait_spec()
         self.defer(
             trigger=AgoraRecordingQueryTrigger(
-                **asdict(spec),
+                **asdict(self.wait_spec()),
                 app_id=self.app_id,
                 agora_conn_id=self.agora_conn_id,
                 poll_interval=float(self.poke_interval),
-                end_time=time.time() + float(self.timeout),
-                memory=self._memory.to_json(),
+                end_time=end_time,
+                memory=memory.to_json(),
             ),
             method_name="execute_complete",
-            timeout=timedelta(seconds=float(self.timeout)),
+            timeout=timedelta(seconds=max(end_time - time.time(), 0.0)),
         )
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> Any:
         """Resume after the trigger: the same XCom value and messages as poke mode."""
         from airflow_provider_agora.triggers.agora import (
+            EVENT_CHECKPOINT,
             EVENT_FAILURE,
             EVENT_STATUSES,
             EVENT_SUCCESS,
@@ -200,6 +228,13 @@ class AgoraRecordingQuerySensor(BaseSensorOperator):
                 f"the triggerer may run another version of airflow-provider-agora: restart it after upgrades."
             )
         message = str(event.get("message", ""))
+        if event["status"] == EVENT_CHECKPOINT:
+            # The trigger learned something a restarted triggerer would forget: keep it, wait on.
+            self.log.info("%s", message)
+            memory = WaitMemory.from_json(event.get("memory"))
+            self._remember(context, memory)
+            self._defer(memory, end_time=float(event.get("end_time") or time.time()))
+        self._forget(context)
         if event["status"] == EVENT_SUCCESS:
             self.log.info("%s", message)
             return event.get("result")

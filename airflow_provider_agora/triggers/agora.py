@@ -30,7 +30,25 @@ EVENT_SUCCESS = "success"  # return event["result"] as the XCom value
 EVENT_FAILURE = "failure"  # fail without retry (failure status, persistent 404, gateway 404)
 EVENT_TIMEOUT = "timeout"  # AirflowSensorTimeout
 EVENT_ERROR = "error"  # an error the wait has no rule for (bad credentials, unreadable answer)
-EVENT_STATUSES = (EVENT_SUCCESS, EVENT_FAILURE, EVENT_TIMEOUT, EVENT_ERROR)
+EVENT_CHECKPOINT = "checkpoint"  # the wait goes on: store event["memory"] and defer again
+EVENT_STATUSES = (EVENT_SUCCESS, EVENT_FAILURE, EVENT_TIMEOUT, EVENT_ERROR, EVENT_CHECKPOINT)
+
+
+def _file_names(seen: dict[str, Any] | None) -> set[str]:
+    return {str(item.get("fileName")) for item in (seen or {}).get("files") or []}
+
+
+def learned_something(before: WaitMemory, after: WaitMemory) -> bool:
+    """Whether this poll learned what a restarted triggerer must not forget.
+
+    A triggerer rebuilds a trigger from the kwargs it was deferred with; anything the trigger saw
+    since is lost with the process. The first sight of the recording (which ``on_not_found`` relies
+    on) and every change of its file list are therefore handed back to the sensor, which keeps them
+    and defers again: a handful of checkpoints per recording.
+    """
+    if after.last_seen is None:
+        return False
+    return before.last_seen is None or _file_names(before.last_seen) != _file_names(after.last_seen)
 
 
 class AgoraRecordingQueryTrigger(BaseTrigger):
@@ -122,7 +140,7 @@ class AgoraRecordingQueryTrigger(BaseTrigger):
             client = await self._client()
         except AgoraError as error:
             return TriggerEvent({"status": EVENT_ERROR, "message": str(error), "result": None})
-        memory = WaitMemory.from_json(self.memory)
+        deferred_with = memory = WaitMemory.from_json(self.memory)
         while time.time() < self.end_time:
             try:
                 decision = await self._poll(client, spec, memory)
@@ -134,6 +152,16 @@ class AgoraRecordingQueryTrigger(BaseTrigger):
                 return TriggerEvent({"status": EVENT_SUCCESS, "message": decision.message, "result": decision.result})
             if decision.outcome is Outcome.FAIL:
                 return TriggerEvent({"status": EVENT_FAILURE, "message": decision.message, "result": decision.result})
+            if learned_something(deferred_with, memory):
+                return TriggerEvent(
+                    {
+                        "status": EVENT_CHECKPOINT,
+                        "message": decision.message,
+                        "memory": memory.to_json(),
+                        "end_time": self.end_time,
+                        "result": None,
+                    }
+                )
             await asyncio.sleep(max(0.0, min(self.poll_interval, self.end_time - time.time())))
         return self._timeout_event(memory)
 
