@@ -8,9 +8,12 @@ this file in words.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+import logging
 import socket
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,12 +24,24 @@ from airflow_provider_agora._compat import AirflowFailException, AirflowSensorTi
 from airflow_provider_agora.hooks.agora import AgoraHook
 from airflow_provider_agora.sensors.agora import AgoraRecordingQuerySensor
 from tests import agora_bodies as bodies
-from tests.conftest import FAST_RETRIES, ScriptedAgora, ScriptedAnswer, connection_json, max_in_sliding_second
+from tests.conftest import (
+    CUSTOMER_ID,
+    CUSTOMER_SECRET,
+    FAST_RETRIES,
+    ScriptedAgora,
+    ScriptedAnswer,
+    connection_json,
+    max_in_sliding_second,
+)
 
 SID = "38f8e3cfdc474cd56fc1ceba380d7e1a"
 MODES = ("poke", "reschedule", "deferrable")
 IN_PROGRESS = (200, {"serverResponse": {"status": 5, "fileListMode": "string", "fileList": "a.m3u8"}})
 SERVICE_404 = (404, bodies.SERVICE_NOT_FOUND)
+SECRETS = {
+    "customer secret": CUSTOMER_SECRET,
+    "basic token": base64.b64encode(f"{CUSTOMER_ID}:{CUSTOMER_SECRET}".encode()).decode(),
+}
 
 
 def _has_task_state_store() -> bool:
@@ -51,6 +66,31 @@ class TaskStateStore:
 
     def delete(self, key: str) -> None:
         self.values.pop(key, None)
+
+
+TRIGGER_ROWS: list[str] = []
+
+
+@pytest.fixture(autouse=True)
+def no_secret_anywhere(caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]) -> Iterator[None]:
+    """Every case, at DEBUG: no secret in logs, printed output, XCom values or serialized trigger kwargs."""
+    caplog.set_level(logging.DEBUG)
+    TRIGGER_ROWS.clear()
+    ENDINGS.clear()
+    yield
+    captured = capsys.readouterr()
+    places = {
+        "log records": caplog.text,
+        "output": captured.out + captured.err,
+        "XCom values": json.dumps([ending.value for ending in ENDINGS], default=str),
+        "messages": "\n".join(ending.message for ending in ENDINGS),
+        "trigger rows": "\n".join(TRIGGER_ROWS),
+    }
+    leaks = [(name, where) for name, secret in SECRETS.items() for where, text in places.items() if secret in text]
+    assert leaks == []
+
+
+ENDINGS: list[Any] = []
 
 
 @dataclass
@@ -84,6 +124,12 @@ async def _only_event(trigger: Any) -> dict[str, Any]:
 
 def run_wait(mode: str, **kwargs: Any) -> Ending:
     """Run the sensor to its end in one mode, the way Airflow drives that mode."""
+    ending = _run_wait(mode, **kwargs)
+    ENDINGS.append(ending)
+    return ending
+
+
+def _run_wait(mode: str, **kwargs: Any) -> Ending:
     kwargs.setdefault("poke_interval", 0.05)
     kwargs.setdefault("timeout", 20)
     try:
@@ -106,6 +152,7 @@ def run_wait(mode: str, **kwargs: Any) -> Ending:
             try:
                 return Ending("success", value=step(*arguments))
             except TaskDeferred as deferred:
+                TRIGGER_ROWS.append(json.dumps(deferred.trigger.serialize()))  # what the trigger table stores
                 event = asyncio.run(_only_event(deferred.trigger))
                 step = _sensor(deferrable=True, **kwargs).execute_complete  # a new instance resumes
                 arguments = ({}, event)
