@@ -35,6 +35,7 @@ from tests.test_end_to_end import AIRFLOW, ROOT, start_recording, xcom
 httpx = pytest.importorskip("httpx", reason="httpx (a core dependency of Airflow) is needed to call the REST API")
 
 DAG_ID = "agora_deferrable_check"
+TIMEOUT_DAG_ID = "agora_deferrable_timeout_check"  # the same sensor with a 6-second timeout
 TASK_ID = "wait"
 CNAME = "e2e-room"  # the channel tests.test_end_to_end.start_recording records
 STARTUP_TIMEOUT = 150.0  # db migrate is separate; this covers four cold Python processes on 2 cores
@@ -87,6 +88,7 @@ class Cluster:
     components: dict[str, Component] = field(default_factory=dict)
     stopped: list[Component] = field(default_factory=list)
     token: str = ""
+    dag_of: dict[str, str] = field(default_factory=dict)  # run id -> DAG id
 
     # -- processes -----------------------------------------------------------------------------
 
@@ -168,17 +170,19 @@ class Cluster:
             return None
         return response.json() if response.is_success else None
 
-    def trigger(self, conf: dict[str, Any]) -> str:
-        response = self.request("POST", f"/api/v2/dags/{DAG_ID}/dagRuns", json={"logical_date": None, "conf": conf})
+    def trigger(self, conf: dict[str, Any], dag_id: str = DAG_ID) -> str:
+        response = self.request("POST", f"/api/v2/dags/{dag_id}/dagRuns", json={"logical_date": None, "conf": conf})
         assert response.status_code == 200, f"{response.status_code} {response.text}\n{self.diagnostics()}"
-        return str(response.json()["dag_run_id"])
+        run_id = str(response.json()["dag_run_id"])
+        self.dag_of[run_id] = dag_id
+        return run_id
 
     def task_state(self, run_id: str) -> str | None:
-        answer = self.get_json(f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/{TASK_ID}")
+        answer = self.get_json(f"/api/v2/dags/{self.dag_of[run_id]}/dagRuns/{run_id}/taskInstances/{TASK_ID}")
         return answer.get("state") if answer else None
 
     def run_state(self, run_id: str) -> str | None:
-        answer = self.get_json(f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}")
+        answer = self.get_json(f"/api/v2/dags/{self.dag_of[run_id]}/dagRuns/{run_id}")
         return answer.get("state") if answer else None
 
 
@@ -283,11 +287,11 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, sim: AgoraSimulator) -> It
 
         airflow.wait_for("a healthy scheduler, triggerer and DAG processor", healthy, STARTUP_TIMEOUT)
 
-        def dag_ready() -> bool:
-            dag = airflow.get_json(f"/api/v2/dags/{DAG_ID}")
-            return bool(dag) and not dag["is_paused"]
+        def dags_ready() -> bool:
+            dags = [airflow.get_json(f"/api/v2/dags/{dag_id}") for dag_id in (DAG_ID, TIMEOUT_DAG_ID)]
+            return all(dag and not dag["is_paused"] for dag in dags)
 
-        airflow.wait_for(f"DAG {DAG_ID} to be parsed and unpaused", dag_ready, STARTUP_TIMEOUT)
+        airflow.wait_for(f"DAGs {DAG_ID} and {TIMEOUT_DAG_ID} to be parsed and unpaused", dags_ready, STARTUP_TIMEOUT)
         yield airflow
     finally:
         airflow.stop_all()
@@ -366,12 +370,12 @@ def queries(sim: AgoraSimulator, sid: str, after: float = 0.0, before: float = f
 def trigger_logs(cluster: Cluster, run_id: str) -> dict[str, str]:
     """What each triggerer wrote for this run's task; Airflow keeps it next to the task's log as
     ``attempt=1.log.trigger.<triggerer job id>.log``."""
-    folder = cluster.home / "logs" / f"dag_id={DAG_ID}" / f"run_id={run_id}" / f"task_id={TASK_ID}"
+    folder = cluster.home / "logs" / f"dag_id={cluster.dag_of[run_id]}" / f"run_id={run_id}" / f"task_id={TASK_ID}"
     return {path.name: path.read_text(errors="replace") for path in sorted(folder.glob("*.log.trigger.*"))}
 
 
 def task_log(cluster: Cluster, run_id: str) -> str:
-    folder = cluster.home / "logs" / f"dag_id={DAG_ID}" / f"run_id={run_id}" / f"task_id={TASK_ID}"
+    folder = cluster.home / "logs" / f"dag_id={cluster.dag_of[run_id]}" / f"run_id={run_id}" / f"task_id={TASK_ID}"
     return "\n".join(path.read_text(errors="replace") for path in sorted(folder.glob("attempt=*.log")))
 
 
@@ -436,6 +440,42 @@ def test_a_real_triggerer_fails_the_task_for_an_unknown_recording(cluster: Clust
     assert "AirflowFailException" in log_of_task and "past not_found_grace_period=3 s" in log_of_task, log_of_task
     (log,) = trigger_logs(cluster, run_id).values()
     assert "past not_found_grace_period=3 s" in log and "'status': 'failure'" in log, f"{states}\n{log}"
+    assert_no_throttling(cluster)
+    assert_event_loop_never_blocked(cluster)
+
+
+def test_a_real_triggerer_fails_the_task_on_an_abnormal_exit(cluster: Cluster, sim: AgoraSimulator) -> None:
+    recording = recording_with_files(sim, cluster, uid=202)
+    sid = recording["sid"]
+    run_id = cluster.trigger({"resource_id": recording["resource_id"], "sid": sid, "target_status": 8})
+    states: list[str] = []
+    deferred_at = wait_deferred(cluster, run_id, states)
+    cluster.wait_for("a query from the triggerer", lambda: queries(sim, sid, after=deferred_at), 30)
+    wait_scheduler_saw_deferral(cluster, run_id)
+    sim.faults.abnormal_exit(sid)
+
+    assert wait_finished(cluster, run_id, states) == "failed", cluster.diagnostics()
+    log_of_task = task_log(cluster, run_id)
+    assert "AirflowFailException" in log_of_task, log_of_task
+    assert "failure status 20 (exited abnormally). Last file list: 1 file(s)" in log_of_task, log_of_task
+    assert f"{sid}_{CNAME}.m3u8" in log_of_task
+    (log,) = trigger_logs(cluster, run_id).values()
+    assert "'status': 'failure'" in log, log
+    assert_no_throttling(cluster)
+    assert_event_loop_never_blocked(cluster)
+
+
+def test_a_real_triggerer_ends_the_wait_at_the_sensor_timeout(cluster: Cluster, sim: AgoraSimulator) -> None:
+    recording = recording_with_files(sim, cluster, uid=203)  # in progress, and it never ends
+    run_id = cluster.trigger(
+        {"resource_id": recording["resource_id"], "sid": recording["sid"], "target_status": 8},
+        dag_id=TIMEOUT_DAG_ID,
+    )
+    states: list[str] = []
+    assert wait_finished(cluster, run_id, states) == "failed", cluster.diagnostics()
+    log_of_task = task_log(cluster, run_id)
+    assert "Pausing task as DEFERRED" in log_of_task, cluster.diagnostics()
+    assert "AirflowSensorTimeout" in log_of_task, log_of_task  # failed without retry, as in poke mode
     assert_no_throttling(cluster)
     assert_event_loop_never_blocked(cluster)
 

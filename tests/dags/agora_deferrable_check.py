@@ -30,3 +30,23 @@ with DAG(
         poke_interval=1,
         timeout=60,
     )
+
+
+with DAG(
+    dag_id="agora_deferrable_timeout_check",
+    schedule=None,
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    params={"resource_id": "", "sid": "", "target_status": 8},
+):
+    AgoraRecordingQuerySensor(
+        task_id="wait",
+        resource_id="{{ params.resource_id }}",
+        sid="{{ params.sid }}",
+        recording_mode="mix",
+        target_status="{{ params.target_status }}",
+        deferrable=True,
+        poke_interval=1,
+        timeout=6,
+        retries=2,  # a sensor timeout must fail the task without using them
+    )
