@@ -53,18 +53,20 @@ class AsyncAgoraClient:
 
         chosen_app_id = app_id or self.settings.app_id or ""
         endpoint = session_endpoint("query", chosen_app_id, resource_id, sid, recording_mode)
-        retrying = tenacity.AsyncRetrying(**self.retry_policy.tenacity_arguments(log))
-        result: dict[str, Any] = await retrying(self._send_once, endpoint, sid)
-        return result
+        async for attempt in tenacity.AsyncRetrying(**self.retry_policy.tenacity_arguments(log)):
+            with attempt:  # a retry does not queue again behind every other wait
+                first = attempt.retry_state.attempt_number == 1
+                return await self._send_once(endpoint, sid, queue=first)
+        raise AssertionError("tenacity ends with a result or an exception")
 
-    async def _send_once(self, endpoint: Endpoint, sid: str) -> dict[str, Any]:
+    async def _send_once(self, endpoint: Endpoint, sid: str, *, queue: bool = True) -> dict[str, Any]:
         import httpx
 
-        await self._spacer.await_slot()
         url = self.base_url + endpoint.path
         host = url.split("/v1/")[0]
         try:
-            response = await self._http.request(endpoint.method, url)
+            async with self._spacer.asending(queue=queue):
+                response = await self._http.request(endpoint.method, url)
         except (httpx.ConnectError, httpx.ConnectTimeout) as error:
             self._fail_over()
             raise AgoraConnectError(

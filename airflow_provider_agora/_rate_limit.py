@@ -4,15 +4,13 @@ Agora allows 10 requests per second. A token bucket with a burst above one break
 an idle spell (a full bucket plus the refill lands more than the limit in one second); spacing
 requests evenly cannot. Two steps:
 
-1. Each caller reserves the next free slot, slots ``1.02 / rate`` seconds apart, first come first
-   served: concurrent waiters are served in order and none starves.
-2. Right before sending, the caller checks the log of requests actually sent: if ``rate`` went out
-   in the last window, it waits for the oldest to leave it. A caller that woke up late from its
-   slot (a busy event loop, a descheduled thread) therefore cannot squeeze an extra request into
-   Agora's one-second window.
-
-The windows are 2% longer than a second, so that jitter between our clock and the moment a request
-reaches Agora cannot put one more request into Agora's window.
+1. A new request reserves the next free slot, slots ``1.02 / rate`` seconds apart, first come
+   first served: concurrent waits are served in turn and none starves. A retry skips the queue
+   (it was already served once) and only respects step 2.
+2. A request then occupies the window from the moment it is sent until ``WINDOW_SECONDS`` after
+   its answer arrived, and is sent only while fewer than ``rate`` requests occupy it. A request
+   reaches Agora somewhere between those two moments, so however long it waits for a connection
+   or a busy event loop, no second at Agora's end can see more than ``rate`` requests.
 """
 
 from __future__ import annotations
@@ -20,20 +18,29 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections import deque
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 
 WINDOW_SECONDS = 1.02
+# How often a sender re-checks while every place in the window belongs to a request still in flight.
+_IN_FLIGHT_RECHECK = 0.01
+
+
+class _Send:
+    __slots__ = ("until",)
+
+    def __init__(self) -> None:
+        self.until = float("inf")  # in the window while in flight, then WINDOW_SECONDS past its answer
 
 
 class RequestSpacer:
-    """Never more than ``max_requests_per_second`` sends in any window of ``WINDOW_SECONDS``."""
+    """Never more than ``max_requests_per_second`` requests in any second, as Agora counts them."""
 
     def __init__(self, max_requests_per_second: int, clock: Callable[[], float] = time.monotonic) -> None:
         self._lock = threading.Lock()
         self._clock = clock
         self._next_free = float("-inf")
-        self._sent: deque[float] = deque()
+        self._window: list[_Send] = []
         self.max_requests_per_second = max_requests_per_second
 
     @property
@@ -46,37 +53,59 @@ class RequestSpacer:
             self.max_requests_per_second = min(self.max_requests_per_second, max_requests_per_second)
 
     def reserve(self) -> float:
-        """Reserve the next send slot; return how many seconds to wait before claiming it."""
+        """Reserve the next send slot; return how many seconds to wait for it."""
         with self._lock:
             now = self._clock()
             slot = max(now, self._next_free)
             self._next_free = slot + self.interval
             return slot - now
 
-    def claim(self) -> float:
-        """Record a send now if the window allows it (return 0), else return how long to wait."""
+    def claim(self) -> tuple[_Send | None, float]:
+        """A place in the window (and 0), or None and how long to wait before asking again."""
         with self._lock:
             now = self._clock()
-            while self._sent and self._sent[0] <= now - WINDOW_SECONDS:
-                self._sent.popleft()
-            if len(self._sent) < self.max_requests_per_second:
-                self._sent.append(now)
-                return 0.0
-            return self._sent[0] + WINDOW_SECONDS - now
+            self._window = [send for send in self._window if send.until > now]
+            if len(self._window) < self.max_requests_per_second:
+                send = _Send()
+                self._window.append(send)
+                return send, 0.0
+            soonest = min(send.until for send in self._window)
+            return None, (soonest - now) if soonest != float("inf") else _IN_FLIGHT_RECHECK
 
-    def wait(self) -> None:
-        delay = self.reserve()
+    def release(self, send: _Send) -> None:
+        """The answer arrived (or the request failed): the place frees up WINDOW_SECONDS from now."""
+        with self._lock:
+            send.until = self._clock() + WINDOW_SECONDS
+
+    @contextmanager
+    def sending(self, *, queue: bool = True) -> Iterator[None]:
+        """Hold a place in the window for one request (blocking)."""
+        delay = self.reserve() if queue else 0.0
         if delay > 0:
             time.sleep(delay)
-        while (delay := self.claim()) > 0:
+        send, delay = self.claim()
+        while send is None:
             time.sleep(delay)
+            send, delay = self.claim()
+        try:
+            yield
+        finally:
+            self.release(send)
 
-    async def await_slot(self) -> None:
-        delay = self.reserve()
+    @asynccontextmanager
+    async def asending(self, *, queue: bool = True) -> AsyncIterator[None]:
+        """Hold a place in the window for one request, without blocking the event loop."""
+        delay = self.reserve() if queue else 0.0
         if delay > 0:
             await asyncio.sleep(delay)
-        while (delay := self.claim()) > 0:
+        send, delay = self.claim()
+        while send is None:
             await asyncio.sleep(delay)
+            send, delay = self.claim()
+        try:
+            yield
+        finally:
+            self.release(send)
 
 
 _spacers: dict[str, RequestSpacer] = {}

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import heapq
 import threading
+import time
+from typing import Any
 
 import pytest
 
@@ -20,47 +23,79 @@ class FakeClock:
         return self.now
 
 
-def send_times(spacer: RequestSpacer, clock: FakeClock, count: int, lateness: float = 0.0) -> list[float]:
-    """Callers that all want to send now, each waking ``lateness`` after its slot (sleeps are simulated)."""
-    slots = sorted(clock.now + spacer.reserve() for _ in range(count))
-    sent = []
-    for number, slot in enumerate(slots):
-        # Every other caller wakes late, so late and punctual callers interleave.
-        clock.now = max(clock.now, slot + (lateness if number % 2 == 0 else 0.0))
-        while (delay := spacer.claim()) > 0:
-            clock.now += delay
-        sent.append(clock.now)
-    return sent
+def arrivals(spacer: RequestSpacer, clock: FakeClock, latencies: list[float], start: float) -> list[float]:
+    """Discrete-event run: callers that all want to send at ``start``; request i reaches the server
+    ``latencies[i]`` after it is sent and is answered at once. Returns arrival times at the server."""
+    clock.now = start
+    events: list[tuple[float, int, str, int]] = []  # (time, order, what, caller)
+    order = 0
+    for caller in range(len(latencies)):
+        events.append((start + spacer.reserve(), order, "claim", caller))
+        order += 1
+    heapq.heapify(events)
+    sends: dict[int, Any] = {}
+    arrived: list[float] = []
+    while events:
+        moment, _, what, caller = heapq.heappop(events)
+        clock.now = moment
+        if what == "claim":
+            send, delay = spacer.claim()
+            if send is None:
+                heapq.heappush(events, (moment + delay, order, "claim", caller))
+            else:
+                sends[caller] = send
+                arrived.append(moment + latencies[caller])
+                heapq.heappush(events, (moment + latencies[caller] + 0.001, order, "answer", caller))
+        else:
+            spacer.release(sends[caller])
+        order += 1
+    return sorted(arrived)
 
 
 @pytest.mark.parametrize("rate", [1, 3, 10, 25])
-def test_no_sliding_second_holds_more_than_the_limit_even_after_an_idle_spell(rate: int) -> None:
+def test_no_second_at_the_server_holds_more_than_the_limit_even_after_an_idle_spell(rate: int) -> None:
     clock = FakeClock()
     spacer = RequestSpacer(rate, clock=clock)
-    times = send_times(spacer, clock, 3 * rate)
-    clock.now = times[-1] + 30  # idle long enough to fill any token bucket
-    times += send_times(spacer, clock, 3 * rate)
-    assert max_in_sliding_second(times) <= rate
-    # ...and the budget is used: the first burst takes about three seconds, not more.
-    assert times[3 * rate - 1] - times[0] < 3.1
+    first = arrivals(spacer, clock, [0.002] * (3 * rate), start=1000.0)
+    second = arrivals(spacer, clock, [0.002] * (3 * rate), start=first[-1] + 30)  # long enough to fill a bucket
+    assert max_in_sliding_second(first + second) <= rate
+    assert first[-1] - first[0] < 3.2  # ...and the budget is used: three seconds' worth in about three seconds
 
 
-@pytest.mark.parametrize("lateness", [0.05, 0.3, 2.0])
-def test_callers_waking_late_from_their_slot_cannot_exceed_the_limit(lateness: float) -> None:
+@pytest.mark.parametrize("slow", [0.05, 0.4, 2.0])
+def test_requests_that_take_long_to_reach_the_server_cannot_exceed_the_limit(slow: float) -> None:
+    """A new connection or a busy event loop delays some requests: Agora must still count <= 10."""
     clock = FakeClock()
     spacer = RequestSpacer(10, clock=clock)
-    times = send_times(spacer, clock, 60, lateness=lateness)
-    assert max_in_sliding_second(times) <= 10
+    latencies = [slow if caller % 3 == 0 else 0.001 for caller in range(60)]
+    assert max_in_sliding_second(arrivals(spacer, clock, latencies, start=1000.0)) <= 10
 
 
 def test_the_first_request_after_idle_is_not_delayed() -> None:
     clock = FakeClock()
     spacer = RequestSpacer(10, clock=clock)
     spacer.reserve()
-    spacer.claim()
+    send, _ = spacer.claim()
+    assert send is not None
+    spacer.release(send)
     clock.now += 5
     assert spacer.reserve() == 0.0
-    assert spacer.claim() == 0.0
+    assert spacer.claim()[1] == 0.0
+
+
+def test_a_retry_does_not_queue_behind_the_other_waits(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = FakeClock()
+    spacer = RequestSpacer(10, clock=clock)
+    for _ in range(50):
+        spacer.reserve()  # fifty waits queued: about five seconds of slots
+    slept: list[float] = []
+    monkeypatch.setattr(time, "sleep", slept.append)
+    with spacer.sending(queue=False):  # a retry
+        pass
+    assert slept == []
+    with spacer.sending():  # a new request waits its turn
+        pass
+    assert slept and slept[0] > 4.9
 
 
 def test_hooks_of_one_account_share_one_budget_and_the_stricter_rate_wins() -> None:

@@ -173,14 +173,15 @@ class AgoraHook(BaseHook):
         return chosen
 
     def _send_once(
-        self, endpoint: Endpoint, body: dict[str, Any] | None, sid: str | None, timeout: float
+        self, endpoint: Endpoint, body: dict[str, Any] | None, sid: str | None, timeout: float, *, queue: bool = True
     ) -> dict[str, Any]:
         import requests
 
-        spacer_for(self.settings.customer_id, self.settings.max_requests_per_second).wait()
         url = self.base_url + endpoint.path
+        spacer = spacer_for(self.settings.customer_id, self.settings.max_requests_per_second)
         try:
-            response = self.session.request(endpoint.method, url, json=body, timeout=timeout)
+            with spacer.sending(queue=queue):
+                response = self.session.request(endpoint.method, url, json=body, timeout=timeout)
         except (requests.ConnectionError, requests.Timeout) as error:
             is_connect = isinstance(error, requests.ConnectTimeout) or not isinstance(error, requests.Timeout)
             about = f" for recording sid={sid}" if sid else ""
@@ -225,8 +226,11 @@ class AgoraHook(BaseHook):
     def _call(self, endpoint: Endpoint, body: dict[str, Any] | None = None, *, sid: str | None = None) -> Any:
         import tenacity
 
-        retrying = tenacity.Retrying(**self.retry_policy.tenacity_arguments(log))
-        return retrying(self._send_once, endpoint, body, sid, self.settings.timeout)
+        for attempt in tenacity.Retrying(**self.retry_policy.tenacity_arguments(log)):
+            with attempt:  # a retry does not queue again behind everyone else
+                first = attempt.retry_state.attempt_number == 1
+                return self._send_once(endpoint, body, sid, self.settings.timeout, queue=first)
+        raise AssertionError("tenacity ends with a result or an exception")
 
     # -- the API ---------------------------------------------------------------------------------
 
