@@ -772,6 +772,89 @@ def test_control_endpoints(make_sim: Callable[..., AgoraSimulator]) -> None:
     client.wait_gone(rid, sid)  # polling meets 429s (2/s limit); they are simply retried
 
 
+def test_bulk_recordings_are_at_5_with_files_then_6_7_8_for_hold_then_gone(
+    make_sim: Callable[..., AgoraSimulator],
+) -> None:
+    sim = make_sim(speed=10.0, rate_limit_per_second=1000)
+    client = Client(sim)
+    now = time.time()
+    created = requests.post(
+        f"{sim.url}/_simulator/recordings", json={"end_times": [now + 0.3, now + 60.0], "hold": 5.0}
+    ).json()
+    assert [item["end_time"] for item in created] == [now + 0.3, now + 60.0]
+    assert set(created[0]) == {"resource_id", "sid", "end_time"}
+    assert len({item["sid"] for item in created}) == 2
+    (soon, late) = [(item["resource_id"], item["sid"]) for item in created]
+    answer = client.query(*late).json()["serverResponse"]
+    assert answer["status"] == 5 and answer["fileList"].endswith(".m3u8") and answer["sliceStartTime"] > 0
+    assert sim.request_log[-1].status == 200  # queried like any started recording
+    client.wait_status(*soon, 6, timeout=2.0)  # real end time 0.3 s
+    seen = set()
+    wait_for(lambda: seen.add(client.status(*soon)) or None in seen, timeout=5.0, interval=0.01)
+    assert {6, 7, 8} <= seen  # 6, 7, 8 on EXIT_TIMELINE, then gone after 5 simulated seconds (0.5 s)
+    assert client.status(*late) == 5
+    assert client.start(late[0]).json()["code"] == 7  # its resourceId counts as started
+
+
+def test_bulk_recordings_hold_a_terminal_status_and_past_end_times_have_files(
+    make_sim: Callable[..., AgoraSimulator],
+) -> None:
+    sim = make_sim(speed=1.0, rate_limit_per_second=1)
+    ((rid, sid),) = [(r["resource_id"], r["sid"]) for r in sim.create_recordings([time.time() - 30.0], hold=3600)]
+    answer = Client(sim).query(rid, sid).json()["serverResponse"]
+    assert answer["status"] == 8 and answer["fileList"] and answer["sliceStartTime"] > 0
+    assert sim.create_recordings([], mode="web") == []
+    created = sim.create_recordings([time.time() + 100] * 3, mode="individual")  # no rate limit, no requests
+    assert len(created) == 3 and sim.stats()["requests"] == 1
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {},
+        {"end_times": "soon"},
+        {"end_times": [True]},
+        {"end_times": [1e9], "hold": 0},
+        {"end_times": [1e9], "mode": "audio"},
+        {"end_times": [1e9], "app_id": "other"},
+        {"end_times": [1e9], "client_request": []},
+        {"end_times": [1e9], "colour": "red"},
+        [1e9],
+    ],
+)
+def test_bulk_recordings_refuse_bad_arguments(sim: AgoraSimulator, payload: Any) -> None:
+    answer = requests.post(f"{sim.url}/_simulator/recordings", json=payload)
+    assert answer.status_code == 400
+    assert "message" in answer.json()
+
+
+def test_stats_count_connections_and_answers_per_status_and_reset(make_sim: Callable[..., AgoraSimulator]) -> None:
+    sim = make_sim(rate_limit_per_second=2)
+    control = f"{sim.url}/_simulator/stats"
+    assert requests.delete(control).json()["connections_accepted"] == 0  # accepted before the reset
+    before = time.time()
+    client = Client(sim)  # one keep-alive session: one connection
+    statuses = [client.acquire(uid=str(i + 1)).status_code for i in range(3)]
+    assert statuses == [200, 200, 429]
+    Client(sim, auth=None).acquire()  # second connection, 401
+    stats = requests.get(control).json()
+    assert stats["connections_accepted"] == 3  # two clients plus this control request's connection
+    assert stats["requests"] == 4  # control requests are not counted
+    assert stats["by_status"] == {"200": 2, "401": 1, "429": 1}
+    reset = requests.delete(control).json()
+    assert reset["requests"] == 0 and reset["by_status"] == {} and reset["since"] >= before
+    assert len(sim.request_log) == 4  # the log is cleared separately
+    assert sim.stats()["connections_accepted"] == 0  # the DELETE's connection was accepted before it
+
+
+def test_backlog_option(make_sim: Callable[..., AgoraSimulator]) -> None:
+    with pytest.raises(ValueError):
+        AgoraSimulator(backlog=0)
+    sim = make_sim(backlog=512)
+    assert sim._server is not None and sim._server.request_queue_size == 512
+    assert Client(sim).acquire().status_code == 200
+
+
 # --- CLI ------------------------------------------------------------------------------------------
 
 
