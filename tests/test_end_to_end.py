@@ -196,9 +196,16 @@ def test_deferrable_sensor_succeeds_through_the_trigger(airflow_home: Path, e2e_
     hook = AgoraHook(retry_policy=FAST_RETRIES)
     first_poke = threading.Event()
 
+    def has_files() -> bool:
+        answer = hook.query(recording["resource_id"], recording["sid"], "mix")
+        return bool(answer["serverResponse"].get("fileList"))
+
     def stop_after_the_first_poke() -> None:
+        # Stop once the sensor has poked and the recording has a file (stopping earlier is Agora's
+        # "no recorded data", a different story).
         while not first_poke.wait(0.1):
-            if any(r.path.endswith(f"{recording['sid']}/mode/mix/query") for r in e2e_simulator.request_log):
+            polled = any(r.path.endswith(f"{recording['sid']}/mode/mix/query") for r in e2e_simulator.request_log)
+            if polled and has_files():
                 first_poke.set()
         hook.stop(recording["resource_id"], recording["sid"], "mix", "e2e-room", 103)
 
