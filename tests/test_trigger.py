@@ -207,7 +207,7 @@ async def test_slow_answers_do_not_block_the_event_loop(agora_conn: AgoraSimulat
     finished.set()
     await beat
     # A blocking HTTP call would stall the loop for a whole 0.6 s answer.
-    assert max(gaps) < 0.3
+    assert max(gaps) < 0.45  # well under the 0.6 s a blocking call would stall it for
 
 
 async def test_many_triggers_share_one_budget_and_are_served_in_turn(agora_conn: AgoraSimulator) -> None:
