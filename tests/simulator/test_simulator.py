@@ -527,7 +527,9 @@ def test_leave_channel_idle_exit_after_max_idle_time(sim: AgoraSimulator, client
     # Status 5 until maxIdleTime (5 simulated seconds) has passed, then the exit tail.
     assert all(before < 5.0 for before, status, _ in seen if status == 5)
     assert all(after >= 5.0 for _, status, after in seen if status in (6, 7, 8))
-    assert [s for s in dict.fromkeys(status for _, status, _ in seen) if s not in (5, None)] == [6, 7, 8]
+    # Sampling at up to 10 requests/s can miss a 0.1 s step: the tail seen only moves forward.
+    tail = [s for s in dict.fromkeys(status for _, status, _ in seen) if s not in (5, None)]
+    assert tail and tail == sorted(tail) and set(tail) <= {6, 7, 8}, tail
     assert client.status(web_rid, web_sid, "web") == 5
 
 
