@@ -8,7 +8,7 @@ VENV ?= .venv
 VENV_AIRFLOW_2 ?= .venv-airflow2
 BIN := $(VENV)/bin
 
-.PHONY: test lint typecheck pytest pytest-airflow2 browser demo clean
+.PHONY: test lint typecheck package pytest pytest-airflow2 browser demo clean
 
 # One virtual environment per Airflow line; the stamp names the version it holds.
 $(VENV)/.installed-$(AIRFLOW_3): pyproject.toml
@@ -32,6 +32,13 @@ lint: $(VENV)/.installed-$(AIRFLOW_3)
 typecheck: $(VENV)/.installed-$(AIRFLOW_3)
 	$(BIN)/mypy
 
+# The wheel and sdist as users get them: metadata valid, LICENSE inside.
+package: $(VENV)/.installed-$(AIRFLOW_3)
+	rm -rf dist
+	$(BIN)/python -m build --quiet --outdir dist .
+	$(BIN)/twine check --strict dist/*
+	$(BIN)/python -m zipfile -l dist/*.whl | grep 'dist-info/licenses/LICENSE' > /dev/null
+
 # Debian's Chromium and the playwright package for the connection-form test (skipped without them).
 browser: $(VENV)/.installed-$(AIRFLOW_3)
 	sh scripts/install-browser.sh $(VENV)
@@ -42,10 +49,58 @@ pytest: $(VENV)/.installed-$(AIRFLOW_3) browser
 pytest-airflow2: $(VENV_AIRFLOW_2)/.installed-$(AIRFLOW_2)
 	$(VENV_AIRFLOW_2)/bin/python -m pytest -q
 
-test: lint typecheck pytest pytest-airflow2
+test: lint typecheck package pytest pytest-airflow2 compat
 
 demo: $(VENV)/.installed-$(AIRFLOW_3)
 	$(BIN)/python scripts/demo.py
 
 clean:
 	rm -rf $(VENV) $(VENV_AIRFLOW_2) .airflow .pytest_cache .mypy_cache .ruff_cache demo-output
+
+# -- Compatibility run: the provider on the latest patch release of every other Airflow 3 line ------
+# `make compat` (part of `make test`) checks registration, the connection form as the API server
+# serves it, and the example pipeline (poke and deferrable) on each line: compat/check_compat.py.
+# Each line gets its own virtual environment with the provider installed editable, no extras.
+# Airflow's constraint files cannot be fetched here, and plain pip pulls dependencies released after
+# the Airflow release that break it (3.2.2: cadwyn 9, newer fastapi/svcs), so uv resolves every line
+# as of the day after its release (--exclude-newer, midnight UTC).
+UV_VERSION ?= 0.13.9
+UV_VENV ?= .venv-tools
+UV := $(UV_VENV)/bin/uv
+COMPAT_LINES := 3.0 3.1 3.2
+COMPAT_AIRFLOW_3.0 := 3.0.6
+COMPAT_DATE_3.0 := 2025-08-30
+# Airflow 3.0's API server shows a provider's connection form only when wtforms is importable.
+COMPAT_EXTRA_3.0 := wtforms
+COMPAT_AIRFLOW_3.1 := 3.1.8
+COMPAT_DATE_3.1 := 2026-03-12
+COMPAT_AIRFLOW_3.2 := 3.2.2
+COMPAT_DATE_3.2 := 2026-05-30
+COMPAT_PYTEST := -m pytest -v -p no:cacheprovider -W ignore::pytest.PytestConfigWarning compat/check_compat.py
+
+.PHONY: compat $(addprefix compat-,$(COMPAT_LINES)) clean-compat
+
+$(UV_VENV)/.installed-uv-$(UV_VERSION):
+	$(PYTHON) -m venv $(UV_VENV)
+	$(UV_VENV)/bin/python -m pip install --quiet "uv==$(UV_VERSION)"
+	rm -f $(UV_VENV)/.installed-uv-*
+	touch $@
+
+# compat-<line>: (re)build .venv-compat-<line> when the pins or pyproject.toml change, then check it.
+define COMPAT_LINE
+.venv-compat-$(1)/.installed-$(COMPAT_AIRFLOW_$(1))-$(COMPAT_DATE_$(1)): pyproject.toml | $(UV_VENV)/.installed-uv-$(UV_VERSION)
+	rm -rf .venv-compat-$(1)
+	$(PYTHON) -m venv --without-pip .venv-compat-$(1)
+	$(UV) pip install --quiet --python .venv-compat-$(1)/bin/python --exclude-newer $(COMPAT_DATE_$(1))T00:00:00Z \
+		"apache-airflow==$(COMPAT_AIRFLOW_$(1))" $(COMPAT_EXTRA_$(1)) pytest -e .
+	touch $$@
+
+compat-$(1): .venv-compat-$(1)/.installed-$(COMPAT_AIRFLOW_$(1))-$(COMPAT_DATE_$(1))
+	.venv-compat-$(1)/bin/python $(COMPAT_PYTEST)
+endef
+$(foreach line,$(COMPAT_LINES),$(eval $(call COMPAT_LINE,$(line))))
+
+compat: $(addprefix compat-,$(COMPAT_LINES))
+
+clean-compat:
+	rm -rf $(UV_VENV) $(addprefix .venv-compat-,$(COMPAT_LINES))
