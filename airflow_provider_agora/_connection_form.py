@@ -3,11 +3,13 @@
 Airflow reads connection forms from two places: provider info (``conn-fields`` and
 ``ui-field-behaviour``, read by Airflow 3.2+ without importing the hook) and the hook's
 classmethods (Airflow 2.x and 3.0/3.1). Both are generated from the dictionaries below so they
-cannot drift apart. This module is imported by ``get_provider_info`` and must stay dependency-free.
+cannot drift apart. This module is imported by ``get_provider_info`` and must stay dependency-free:
+the form libraries are imported inside ``connection_form_widgets`` only.
 """
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 CONNECTION_TYPE = "agora"
@@ -61,3 +63,44 @@ def legacy_ui_field_behaviour() -> dict[str, Any]:
         "relabeling": dict(UI_FIELD_BEHAVIOUR["relabeling"]),
         "placeholders": dict(UI_FIELD_BEHAVIOUR["placeholders"]),
     }
+
+
+def _optional_attribute(module: str, name: str) -> Any:
+    """``module.name`` if that imports, else None. Read at call time, so that Airflow's mocks apply."""
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError):
+        return None
+
+
+def connection_form_widgets() -> dict[str, Any]:
+    """``CONN_FIELDS`` as WTForms fields: what ``AgoraHook.get_connection_form_widgets`` returns.
+
+    Airflow 2.x renders these with Flask-AppBuilder. The API servers of Airflow 3.0 and 3.1 call
+    this with wtforms, flask_babel and flask_appbuilder patched by mocks; 3.1 mocks the missing
+    modules too, 3.0 only patches the ones that are installed. So each form library is optional
+    here: without flask_babel a label is a plain string, without flask_appbuilder a field keeps
+    wtforms' default widget, and without wtforms there are no extra fields ({}). This never raises
+    ImportError: Airflow 3.0 would then also drop the hook's relabelings, hidden fields and
+    placeholders (``get_ui_field_behaviour``).
+    """
+    try:
+        from wtforms import IntegerField, StringField
+        from wtforms.validators import NumberRange, Optional
+    except ImportError:
+        return {}
+    lazy_gettext = _optional_attribute("flask_babel", "lazy_gettext") or str
+    text_widget = _optional_attribute("flask_appbuilder.fieldwidgets", "BS3TextFieldWidget")
+
+    kinds = {"string": StringField, "integer": IntegerField, "number": StringField}
+    widgets: dict[str, Any] = {}
+    for name, spec in CONN_FIELDS.items():
+        json_type = next(t for t in spec["schema"]["type"] if t != "null")
+        validators = [Optional()]
+        if json_type == "integer" and "minimum" in spec["schema"]:
+            validators.append(NumberRange(min=spec["schema"]["minimum"]))
+        options: dict[str, Any] = {"description": spec.get("description"), "validators": validators}
+        if text_widget is not None:
+            options["widget"] = text_widget()
+        widgets[name] = kinds[json_type](lazy_gettext(spec["label"]), **options)
+    return widgets

@@ -1,4 +1,4 @@
-"""Agora's Cloud Recording REST API as plain functions: which request to send, what an answer means.
+"""The request protocol of Agora's Cloud Recording REST API: which request to send, what an answer means.
 
 No I/O here. The sync hook and the async trigger both build requests and read answers with these
 functions, so a rule about Agora lives in exactly one place.
@@ -34,7 +34,6 @@ RECORDING_MODES = ("individual", "mix", "web")
 CODE_REQUEST_NOT_COMPLETED = 65  # HTTP 206: reached Agora, timed out there; retry the same request
 CODE_NO_RECORDED_DATA = 435  # HTTP 206 on stop: nobody published in the channel
 CODE_INVALID_OPERATION = 49  # HTTP 400 on stop: the task is already exiting
-GATEWAY_NO_ROUTE = "no Route matched with those values"
 
 # Resource IDs are URL-safe base64, sids hexadecimal, App IDs hexadecimal: none needs more than this.
 _PATH_PARAMETER = re.compile(r"[A-Za-z0-9_\-]{1,1024}")
@@ -166,6 +165,77 @@ def _snippet(content: bytes) -> str:
     return text + ("..." if len(content) > _SNIPPET else "")
 
 
+@dataclass(frozen=True)
+class _ErrorRule:
+    """One row of the table below: which answers it covers, the exception raised, and what to add."""
+
+    statuses: range
+    code: object  # an int code, or one of the markers below
+    error: type[AgoraApiError]
+    hint: str = ""
+
+
+_ANY_CODE = "any"  # the body may have a code or not
+_SERVICE = "service"  # the body has a "code" key: the recording service answered
+_GATEWAY = "gateway"  # no "code" key: the API gateway in front of the service answered
+
+# From Agora's documentation (see ../shared/reference/agora-cloud-recording-api.md); the first row
+# that matches decides. A 2xx answer without a code is a success and never reaches this table.
+_ERROR_TABLE: tuple[_ErrorRule, ...] = (
+    _ErrorRule(range(206, 207), CODE_REQUEST_NOT_COMPLETED, AgoraRequestNotCompletedError),
+    _ErrorRule(
+        range(206, 207),
+        CODE_NO_RECORDED_DATA,
+        AgoraNoRecordedDataError,
+        " Nobody published audio or video in the channel, so there are no files.",
+    ),
+    _ErrorRule(
+        range(401, 402),
+        _ANY_CODE,
+        AgoraAuthenticationError,
+        " Agora rejected the credentials: check the Customer ID and Customer Secret of the connection and "
+        "that they belong to the App ID's project.",
+    ),
+    _ErrorRule(range(404, 405), _SERVICE, AgoraNotFoundError),
+    _ErrorRule(
+        range(404, 405),
+        _GATEWAY,
+        AgoraRouteNotFoundError,
+        " Agora's gateway found no such endpoint: the URL, HTTP method, App ID or recording mode is wrong "
+        "(a session recorded in one mode must be queried in the same mode).",
+    ),
+    _ErrorRule(range(429, 430), _ANY_CODE, AgoraRateLimitError),
+    _ErrorRule(range(500, 600), _ANY_CODE, AgoraServerError),
+    _ErrorRule(range(400, 500), _ANY_CODE, AgoraBadRequestError),
+    _ErrorRule(range(0, 1000), _ANY_CODE, AgoraApiError),
+)
+
+
+def code_number(code: object) -> int | None:
+    """Agora's body code as a number, whether it was sent as ``65`` or ``"65"``."""
+    if isinstance(code, bool):
+        return None
+    if isinstance(code, int):
+        return code
+    if isinstance(code, str) and code.strip().isdigit():
+        return int(code.strip())
+    return None
+
+
+def _rule_for(status: int, has_code: bool, code: int | None) -> _ErrorRule:
+    for rule in _ERROR_TABLE:
+        if status not in rule.statuses:
+            continue
+        if (
+            rule.code == _ANY_CODE
+            or (rule.code == _SERVICE and has_code)
+            or (rule.code == _GATEWAY and not has_code)
+            or (isinstance(rule.code, int) and rule.code == code)
+        ):
+            return rule
+    return _ERROR_TABLE[-1]
+
+
 def interpret_response(
     operation: str,
     status: int,
@@ -178,16 +248,20 @@ def interpret_response(
 
     Agora's error bodies come in two shapes: ``{"code": N, "reason": ...}`` from the recording
     service and ``{"message": ...}`` from the API gateway in front of it. The difference matters
-    most for 404: the service's means "no such session (now)", the gateway's means "wrong URL".
+    most for 404: the service's means "no such session (now)", the gateway's means "wrong URL". A
+    body with a ``code`` key is the service's even when the code is a string (some proxies send
+    it so); the code is kept on the exception as sent.
     """
     body = _decode(content)
     request_id = headers.get("X-Request-Id") or headers.get("x-request-id")
     fields = body if isinstance(body, dict) else {}
-    code = fields.get("code") if isinstance(fields.get("code"), int) else None
+    raw_code = fields.get("code")
+    has_code = raw_code is not None
+    code: int | str | None = raw_code if isinstance(raw_code, (int, str)) and not isinstance(raw_code, bool) else None
     reason = fields.get("reason") if isinstance(fields.get("reason"), str) else None
     message = fields.get("message") if isinstance(fields.get("message"), str) else None
 
-    if 200 <= status < 300 and code is None:
+    if 200 <= status < 300 and not has_code:
         if isinstance(body, dict):
             return body
         raise AgoraResponseError(
@@ -198,8 +272,8 @@ def interpret_response(
         )
 
     said = (
-        f"code {code}" + (f" ({reason})" if reason else "")
-        if code is not None
+        f"code {raw_code}" + (f" ({reason})" if reason else "")
+        if has_code
         else repr(message)
         if message
         else repr(_snippet(content))
@@ -214,33 +288,9 @@ def interpret_response(
         "request_id": request_id,
         "body": body if body is not None else _snippet(content),
     }
-    error: AgoraApiError
-    if status == 206 and code == CODE_REQUEST_NOT_COMPLETED:
-        error = AgoraRequestNotCompletedError(summary, **details)
-    elif status == 206 and code == CODE_NO_RECORDED_DATA:
-        error = AgoraNoRecordedDataError(
-            f"{summary} Nobody published audio or video in the channel, so there are no files.", **details
+    rule = _rule_for(status, has_code, code_number(raw_code))
+    if rule.error is AgoraRateLimitError:
+        raise AgoraRateLimitError(
+            summary + rule.hint, retry_after=parse_retry_after(headers.get("Retry-After")), **details
         )
-    elif status == 401:
-        error = AgoraAuthenticationError(
-            f"{summary} Agora rejected the credentials: check the Customer ID and Customer Secret of the "
-            f"connection and that they belong to the App ID's project.",
-            **details,
-        )
-    elif status == 404 and code is not None:
-        error = AgoraNotFoundError(summary, **details)
-    elif status == 404:
-        error = AgoraRouteNotFoundError(
-            f"{summary} Agora's gateway found no such endpoint: the URL, HTTP method, App ID or recording "
-            f"mode is wrong (a session recorded in one mode must be queried in the same mode).",
-            **details,
-        )
-    elif status == 429:
-        error = AgoraRateLimitError(summary, retry_after=parse_retry_after(headers.get("Retry-After")), **details)
-    elif status >= 500:
-        error = AgoraServerError(summary, **details)
-    elif 400 <= status < 500:
-        error = AgoraBadRequestError(summary, **details)
-    else:
-        error = AgoraApiError(summary, **details)
-    raise error
+    raise rule.error(summary + rule.hint, **details)

@@ -14,7 +14,9 @@ from typing import TYPE_CHECKING, Any
 from airflow_provider_agora.exceptions import AgoraError, AgoraRateLimitError
 
 if TYPE_CHECKING:
-    from tenacity import RetryCallState
+    from tenacity import AsyncRetrying, RetryCallState, Retrying
+
+__all__ = ["RetryPolicy"]
 
 
 def is_retryable(error: BaseException) -> bool:
@@ -33,7 +35,19 @@ class RetryPolicy:
     max_delay: float = 30.0
     max_total_seconds: float = 120.0
 
-    def tenacity_arguments(self, log: logging.Logger | Any) -> dict[str, Any]:
+    def retrying(self, log: logging.Logger) -> Retrying:
+        """The retry loop of the sync hook."""
+        import tenacity
+
+        return tenacity.Retrying(**self._tenacity_arguments(log))
+
+    def async_retrying(self, log: logging.Logger) -> AsyncRetrying:
+        """The same loop for the async hook."""
+        import tenacity
+
+        return tenacity.AsyncRetrying(**self._tenacity_arguments(log))
+
+    def _tenacity_arguments(self, log: logging.Logger) -> dict[str, Any]:
         """Keyword arguments for ``tenacity.Retrying`` and ``tenacity.AsyncRetrying`` alike."""
         import tenacity
 

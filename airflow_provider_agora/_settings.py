@@ -1,4 +1,4 @@
-"""Reading an ``agora`` connection into validated settings (no I/O, no Airflow import)."""
+"""Reading an ``agora`` connection into validated settings (no I/O; Airflow only to register secrets)."""
 
 from __future__ import annotations
 
@@ -20,8 +20,13 @@ from airflow_provider_agora.exceptions import AgoraConfigurationError
 PRIMARY_BASE_URLS = ("https://api.agora.io", "https://api.sd-rtn.com")
 
 
+__all__ = ["AgoraSettings"]
+
+
 @dataclass(frozen=True)
 class AgoraSettings:
+    """What an ``agora`` connection says, validated. ``customer_secret`` is left out of ``repr``."""
+
     conn_id: str
     customer_id: str
     customer_secret: str = field(repr=False)
@@ -138,3 +143,29 @@ def settings_from_connection(
         max_requests_per_second=int(rate),
         timeout=timeout,
     )
+
+
+def missing_connection(conn_id: str) -> AgoraConfigurationError:
+    return AgoraConfigurationError(
+        f"Connection {conn_id!r} does not exist: create an Agora Cloud Recording connection with that id "
+        f"(Customer ID, Customer Secret, App ID), or pass agora_conn_id= the id of an existing one."
+    )
+
+
+def settings_of(conn_id: str, conn: Any) -> AgoraSettings:
+    """Validated settings of an Airflow ``Connection``, every form of the secret registered with the
+    masker before anything can log it. Used by both hooks."""
+    from airflow_provider_agora._compat import mask_secret
+
+    settings = settings_from_connection(
+        conn_id,
+        host=conn.host,
+        login=conn.login,
+        password=conn.password,
+        port=conn.port,
+        extra=conn.extra_dejson if conn.extra else {},
+    )
+    mask_secret(settings.customer_secret)
+    mask_secret(settings.basic_token)
+    mask_secret(settings.authorization)
+    return settings

@@ -8,10 +8,11 @@ poll to the next; it round-trips through JSON so it can live in Airflow's task s
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields, replace
-from typing import Any
+from typing import Any, cast
 
-from airflow_provider_agora._api import check_path_parameter, check_recording_mode
+from airflow_provider_agora._protocol import check_path_parameter, check_recording_mode
 from airflow_provider_agora.exceptions import (
     AgoraApiError,
     AgoraConfigurationError,
@@ -19,7 +20,7 @@ from airflow_provider_agora.exceptions import (
     AgoraNotFoundError,
     AgoraRouteNotFoundError,
 )
-from airflow_provider_agora.models import RecordingSnapshot, parse_recording, recording_result
+from airflow_provider_agora.results import RecordingResult, RecordingSnapshot, parse_recording, recording_result
 
 # serverResponse.status, as Agora documents it (query reference).
 STATUS_MEANINGS = {
@@ -49,7 +50,7 @@ def describe_status(status: int | None) -> str:
     return f"{status} ({STATUS_MEANINGS.get(status, 'undocumented')})" if status is not None else "unknown"
 
 
-def describe_files(files: list[dict[str, Any]]) -> str:
+def describe_files(files: Sequence[Mapping[str, Any]]) -> str:
     names = [str(item.get("fileName", item)) for item in files[:_FILES_IN_MESSAGE]]
     more = f" and {len(files) - _FILES_IN_MESSAGE} more" if len(files) > _FILES_IN_MESSAGE else ""
     return f"{len(files)} file(s)" + (f": {', '.join(names)}{more}" if names else "")
@@ -126,7 +127,7 @@ class WaitSpec:
             on_not_found=on_not_found,
         )
 
-    def result(self, snapshot: RecordingSnapshot, ended_by: str | None) -> dict[str, Any]:
+    def result(self, snapshot: RecordingSnapshot, ended_by: str | None) -> RecordingResult:
         return recording_result(self.resource_id, self.sid, self.recording_mode, snapshot, ended_by)
 
     @classmethod
@@ -140,7 +141,7 @@ class WaitMemory:
     """What one poll leaves for the next: when 404s began, and the last answer that had a status."""
 
     not_found_since: float | None = None
-    last_seen: dict[str, Any] | None = None
+    last_seen: RecordingResult | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -153,7 +154,7 @@ class WaitMemory:
         last_seen = data.get("last_seen")
         return cls(
             not_found_since=float(since) if isinstance(since, (int, float)) else None,
-            last_seen=last_seen if isinstance(last_seen, dict) else None,
+            last_seen=cast(RecordingResult, last_seen) if isinstance(last_seen, dict) else None,
         )
 
 
@@ -162,7 +163,7 @@ class Decision:
     outcome: Outcome
     memory: WaitMemory
     message: str
-    result: dict[str, Any] | None = None
+    result: RecordingResult | None = None
 
 
 def decide_on_answer(spec: WaitSpec, memory: WaitMemory, body: Any) -> Decision:
@@ -234,7 +235,7 @@ def decide_on_not_found(spec: WaitSpec, memory: WaitMemory, error: AgoraApiError
         )
     last_seen = memory.last_seen
     if spec.on_not_found == "succeed" and last_seen is not None:
-        result = {**last_seen, "ended_by": "not_found"}
+        result: RecordingResult = {**last_seen, "ended_by": "not_found"}
         return Decision(
             Outcome.DONE,
             memory,

@@ -11,6 +11,24 @@ from typing import Any
 
 from airflow_provider_agora._compat import AirflowException
 
+__all__ = [
+    "AgoraApiError",
+    "AgoraAuthenticationError",
+    "AgoraBadRequestError",
+    "AgoraConfigurationError",
+    "AgoraConnectError",
+    "AgoraError",
+    "AgoraNoRecordedDataError",
+    "AgoraNotFoundError",
+    "AgoraRateLimitError",
+    "AgoraRequestNotCompletedError",
+    "AgoraResponseError",
+    "AgoraRouteNotFoundError",
+    "AgoraServerError",
+    "AgoraTimeoutError",
+    "AgoraTransportError",
+]
+
 
 class AgoraError(AirflowException):
     """Base class of every error raised by this provider."""
@@ -44,7 +62,8 @@ class AgoraTimeoutError(AgoraTransportError):
 class AgoraApiError(AgoraError):
     """Agora answered with an error.
 
-    Carries what Agora said: the HTTP ``status``, the service-level ``code`` and ``reason`` or the
+    Carries what Agora said: the HTTP ``status``, the service-level ``code`` (as Agora sent it, a
+    number or, through some proxies, a string) and ``reason`` or the
     gateway-level ``message``, the ``X-Request-Id`` to quote to Agora support, and the parsed body.
     """
 
@@ -54,7 +73,7 @@ class AgoraApiError(AgoraError):
         *,
         operation: str,
         status: int,
-        code: int | None = None,
+        code: int | str | None = None,
         reason: str | None = None,
         message: str | None = None,
         request_id: str | None = None,
@@ -98,8 +117,30 @@ class AgoraRateLimitError(AgoraApiError):
 
     retryable = True
 
-    def __init__(self, summary: str, *, retry_after: float | None = None, **kwargs: Any) -> None:
-        super().__init__(summary, **kwargs)
+    def __init__(
+        self,
+        summary: str,
+        *,
+        operation: str,
+        status: int,
+        code: int | str | None = None,
+        reason: str | None = None,
+        message: str | None = None,
+        request_id: str | None = None,
+        body: Any = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(
+            summary,
+            operation=operation,
+            status=status,
+            code=code,
+            reason=reason,
+            message=message,
+            request_id=request_id,
+            body=body,
+        )
+        #: Seconds from the ``Retry-After`` header (capped at 60), or None.
         self.retry_after = retry_after
 
 

@@ -1,4 +1,6 @@
-"""Agora's ``query`` and ``stop`` answers, normalised into one JSON-serialisable shape.
+"""The results the provider hands to downstream tasks, and how Agora's answers become them.
+
+``query`` and ``stop`` answers are normalised into one JSON-serialisable shape.
 
 Agora spells a recording's files four ways: ``fileListMode`` ``"string"`` (one M3U8 name, mix mode
 with HLS only), ``"json"`` (a list of file objects), web recording (files under
@@ -10,9 +12,63 @@ key names, so downstream tasks never care which mode made the files.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict, cast
 
 from airflow_provider_agora.exceptions import AgoraResponseError
+
+__all__ = [
+    "RecordingFile",
+    "RecordingResult",
+    "RecordingSnapshot",
+    "StartResult",
+    "StopResult",
+    "parse_recording",
+    "recording_result",
+]
+
+
+class RecordingFile(TypedDict, total=False):
+    """One file of a recording, with Agora's key names whichever mode wrote it.
+
+    Keys Agora adds beyond these are kept as sent.
+    """
+
+    fileName: str
+    trackType: str  # "audio", "video" or "audio_and_video"
+    uid: str  # "0" for a mixed file
+    mixedAllUser: bool
+    isPlayable: bool
+    sliceStartTime: int  # ms since the epoch
+
+
+class RecordingResult(TypedDict):
+    """The sensor's XCom value (and the core of the stop operator's)."""
+
+    resource_id: str
+    sid: str
+    recording_mode: str
+    status: int | None  # Agora's serverResponse.status
+    ended_by: str | None  # "status", "not_found", "stop" or "already_stopped"
+    files: list[RecordingFile]
+    server_response: dict[str, Any]  # Agora's serverResponse, as sent
+
+
+class StopResult(RecordingResult):
+    """The stop operator's XCom value."""
+
+    uploading_status: str | None  # "uploaded", or "backuped": some files arrive later
+
+
+class StartResult(TypedDict):
+    """The start operator's XCom value: what the sensor and the stop operator need."""
+
+    resource_id: str
+    sid: str
+    cname: str
+    uid: str
+    recording_mode: str
+    app_id: str
+
 
 # Agora's file keys, by their lower-case spelling (web recording writes ``filename``).
 _FILE_KEYS = {
@@ -29,7 +85,6 @@ _FALSE = {"false", "0", "no"}
 
 WEB_RECORDER_SERVICE = "web_recorder_service"
 RTMP_PUBLISH_SERVICE = "rtmp_publish_service"
-UPLOAD_SERVICE = "upload_service"
 
 
 @dataclass(frozen=True)
@@ -37,7 +92,7 @@ class RecordingSnapshot:
     """What one ``query`` or ``stop`` answer says about a recording."""
 
     status: int | None
-    files: list[dict[str, Any]]
+    files: list[RecordingFile]
     server_response: dict[str, Any]
     uploading_status: str | None = None
     rtmp_outputs: list[dict[str, Any]] = field(default_factory=list)
@@ -59,7 +114,7 @@ def _as_int(value: Any) -> Any:
     return value
 
 
-def _normalise_file(item: Any, *, sid: str | None) -> dict[str, Any]:
+def _normalise_file(item: Any, *, sid: str | None) -> RecordingFile:
     if isinstance(item, str):
         return {"fileName": item}
     if not isinstance(item, dict):
@@ -78,14 +133,14 @@ def _normalise_file(item: Any, *, sid: str | None) -> dict[str, Any]:
         elif canonical == "uid" and isinstance(value, int):
             value = str(value)
         normalised[canonical] = value
-    return normalised
+    return cast(RecordingFile, normalised)
 
 
-def _file_list(value: Any, *, sid: str | None, where: str, slice_start: Any = None) -> list[dict[str, Any]]:
+def _file_list(value: Any, *, sid: str | None, where: str, slice_start: Any = None) -> list[RecordingFile]:
     if value is None or value == "":
         return []
     if isinstance(value, str):
-        single: dict[str, Any] = {"fileName": value}
+        single: RecordingFile = {"fileName": value}
         if slice_start is not None:
             single["sliceStartTime"] = _as_int(slice_start)
         return [single]
@@ -164,7 +219,7 @@ def parse_recording(body: Any, *, sid: str | None, require_status: bool = True) 
 
 def recording_result(
     resource_id: str, sid: str, recording_mode: str, snapshot: RecordingSnapshot, ended_by: str | None
-) -> dict[str, Any]:
+) -> RecordingResult:
     """The XCom value of the sensor and the stop operator: everything a downstream task needs."""
     return {
         "resource_id": resource_id,

@@ -220,9 +220,11 @@ def _anchor_trigger_class() -> type[BaseTrigger]:
     import tenacity
     from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-    from airflow_provider_agora._api import JSON_HEADERS, interpret_response, session_endpoint
     from airflow_provider_agora._compat import aget_connection
+    from airflow_provider_agora._protocol import JSON_HEADERS, interpret_response, session_endpoint
     from airflow_provider_agora._retry import is_retryable
+    from airflow_provider_agora._settings import settings_of
+    from airflow_provider_agora._transport import USER_AGENT
     from airflow_provider_agora._waiting import (
         Outcome,
         WaitMemory,
@@ -236,7 +238,6 @@ def _anchor_trigger_class() -> type[BaseTrigger]:
         AgoraTimeoutError,
         AgoraTransportError,
     )
-    from airflow_provider_agora.hooks.agora import USER_AGENT, settings_of
 
     class AnchorPatternTrigger(BaseTrigger):
         """``AgoraRecordingQueryTrigger``'s decisions over the HttpSensorTrigger/dbt transport pattern."""
@@ -485,10 +486,9 @@ async def _run_triggers(
 
 async def _close_shared_clients() -> None:
     """Close scenario A's shared client (a triggerer keeps it for its lifetime; a benchmark ends)."""
-    from airflow_provider_agora import _async_client
+    from airflow_provider_agora.hooks.agora import AgoraAsyncHook
 
-    for client in _async_client._clients.pop(asyncio.get_running_loop(), {}).values():
-        await client.aclose()
+    await AgoraAsyncHook.close_shared_clients()
 
 
 def plain_httpx_cpu_ms(simulator: SimulatorProcess, bursts: int = 5) -> float:

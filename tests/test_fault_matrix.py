@@ -15,13 +15,14 @@ import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import pytest
 
 from airflow_provider_agora import _settings
 from airflow_provider_agora._compat import AirflowFailException, AirflowSensorTimeout, TaskDeferred
-from airflow_provider_agora.hooks.agora import AgoraHook
+from airflow_provider_agora.hooks.agora import AgoraAsyncHook, AgoraHook
 from airflow_provider_agora.sensors.agora import AgoraRecordingQuerySensor
 from tests import agora_bodies as bodies
 from tests.conftest import (
@@ -357,7 +358,9 @@ CASES = [
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])
 def test_fault(case: Case, mode: str, scripted: ScriptedAgora, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("airflow_provider_agora._async_client.RetryPolicy", lambda: FAST_RETRIES)
+    monkeypatch.setattr(
+        "airflow_provider_agora.triggers.agora.AgoraAsyncHook", partial(AgoraAsyncHook, retry_policy=FAST_RETRIES)
+    )
     monkeypatch.setenv("AIRFLOW_CONN_AGORA_DEFAULT", connection_json(scripted.url, **case.extra))
     scripted.script(*case.answers)
     ending = run_wait(mode, **case.sensor)
@@ -392,7 +395,9 @@ def test_agoras_spelling_quirks_are_normalised_in_every_mode(scripted: ScriptedA
 
 @pytest.mark.parametrize("mode", MODES)
 def test_connection_refused_never_fails_before_the_timeout(mode: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("airflow_provider_agora._async_client.RetryPolicy", lambda: FAST_RETRIES)
+    monkeypatch.setattr(
+        "airflow_provider_agora.triggers.agora.AgoraAsyncHook", partial(AgoraAsyncHook, retry_policy=FAST_RETRIES)
+    )
     with socket.socket() as probe:  # a loopback port nobody listens on
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -405,7 +410,9 @@ def test_connection_refused_never_fails_before_the_timeout(mode: str, monkeypatc
 def test_dns_failure_of_the_primary_domain_fails_over_to_the_second(
     mode: str, scripted: ScriptedAgora, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("airflow_provider_agora._async_client.RetryPolicy", lambda: FAST_RETRIES)
+    monkeypatch.setattr(
+        "airflow_provider_agora.triggers.agora.AgoraAsyncHook", partial(AgoraAsyncHook, retry_policy=FAST_RETRIES)
+    )
     # Agora's two primary domains, the first of which does not resolve.
     monkeypatch.setattr(_settings, "PRIMARY_BASE_URLS", ("http://api.primary.invalid", scripted.url))
     monkeypatch.setenv("AIRFLOW_CONN_AGORA_DEFAULT", connection_json(""))

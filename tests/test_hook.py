@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import socket
 from typing import Any
 
 import pytest
@@ -39,6 +40,25 @@ QUERY_PATH = f"/v1/apps/{APP_ID}/cloud_recording/resourceid/{RID}/sid/{SID}/mode
 def hook(monkeypatch: pytest.MonkeyPatch) -> AgoraHook:
     monkeypatch.setenv("AIRFLOW_CONN_AGORA_DEFAULT", connection_json(""))
     return AgoraHook(retry_policy=FAST_RETRIES)
+
+
+def real_failure(url: str) -> requests.ConnectionError:
+    """The exception requests really raises, with its whole chain of causes (requests-mock's are bare)."""
+    try:
+        requests.get(url, timeout=5)
+    except requests.ConnectionError as error:
+        return error
+    raise AssertionError(f"{url} answered")
+
+
+def closed_port_url() -> str:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{probe.getsockname()[1]}/"
+
+
+CONNECTION_REFUSED = real_failure(closed_port_url())
+NAME_NOT_RESOLVED = real_failure("https://agora-provider-test.invalid/")
 
 
 def answer(status: int, body: Any, **headers: str) -> dict[str, Any]:
@@ -109,9 +129,12 @@ def test_429_is_retried_after_the_servers_retry_after(
         (answer(206, {"code": 65, "reason": "request not completed"}), ["api.agora.io"] * 3),
         ({"exc": requests.ReadTimeout}, ["api.agora.io"] * 3),
         ({"exc": requests.exceptions.ChunkedEncodingError}, ["api.agora.io"] * 3),
-        # Connection failures also switch domain each time.
+        # A broken connection may have reached Agora: retried on the same domain.
+        ({"exc": requests.ConnectionError}, ["api.agora.io"] * 3),
+        # Failures to connect switch domain each time.
         ({"exc": requests.ConnectTimeout}, ["api.agora.io", "api.sd-rtn.com"] * 2 + ["api.agora.io"]),
-        ({"exc": requests.ConnectionError}, ["api.agora.io", "api.sd-rtn.com"] * 2 + ["api.agora.io"]),
+        ({"exc": CONNECTION_REFUSED}, ["api.agora.io", "api.sd-rtn.com"] * 2 + ["api.agora.io"]),
+        ({"exc": NAME_NOT_RESOLVED}, ["api.agora.io", "api.sd-rtn.com"] * 2 + ["api.agora.io"]),
     ],
 )
 def test_transient_failures_are_retried(
@@ -171,7 +194,7 @@ def test_retry_total_time_is_bounded(monkeypatch: pytest.MonkeyPatch, requests_m
 
 
 def test_connection_errors_fail_over_to_the_other_domain(hook: AgoraHook, requests_mock: rm.Mocker) -> None:
-    requests_mock.get(PRIMARY + QUERY_PATH, exc=requests.ConnectionError("Name or service not known"))
+    requests_mock.get(PRIMARY + QUERY_PATH, exc=NAME_NOT_RESOLVED)
     requests_mock.get(SECONDARY + QUERY_PATH, **answer(200, bodies.QUERY_STRING))
     assert hook.query(RID, SID, "mix") == bodies.QUERY_STRING
     hook.query(RID, SID, "mix")
@@ -182,7 +205,7 @@ def test_connection_errors_fail_over_to_the_other_domain(hook: AgoraHook, reques
 def test_a_custom_host_has_no_fail_over(monkeypatch: pytest.MonkeyPatch, requests_mock: rm.Mocker) -> None:
     monkeypatch.setenv("AIRFLOW_CONN_AGORA_DEFAULT", connection_json("api-eu-west-1.agora.io"))
     hook = AgoraHook(retry_policy=FAST_RETRIES)
-    requests_mock.get("https://api-eu-west-1.agora.io" + QUERY_PATH, exc=requests.ConnectionError)
+    requests_mock.get("https://api-eu-west-1.agora.io" + QUERY_PATH, exc=CONNECTION_REFUSED)
     with pytest.raises(AgoraConnectError):
         hook.query(RID, SID, "mix")
     assert {r.hostname for r in requests_mock.request_history} == {"api-eu-west-1.agora.io"}
@@ -336,3 +359,15 @@ def test_test_connection_tells_the_three_cases_apart(simulator: Any, monkeypatch
     monkeypatch.setenv("AIRFLOW_CONN_AGORA_DEFAULT", connection_json("http://127.0.0.1:9"))
     ok, message = AgoraHook().test_connection()
     assert not ok and message.startswith("Host unreachable")
+
+
+@pytest.mark.parametrize("code", ["404", "failed to find worker"])
+def test_a_404_with_any_code_is_the_recording_services_and_keeps_the_code_as_sent(
+    hook: AgoraHook, requests_mock: rm.Mocker, code: str
+) -> None:
+    """Some clients and proxies send the code as a string: the body is still the service's, not the gateway's."""
+    requests_mock.get(PRIMARY + QUERY_PATH, **answer(404, {"code": code, "reason": "failed to find worker"}))
+    with pytest.raises(AgoraNotFoundError) as raised:
+        hook.query(RID, SID, "mix")
+    assert type(raised.value) is AgoraNotFoundError
+    assert raised.value.code == code

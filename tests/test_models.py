@@ -7,7 +7,7 @@ import json
 import pytest
 
 from airflow_provider_agora.exceptions import AgoraResponseError
-from airflow_provider_agora.models import parse_recording
+from airflow_provider_agora.results import parse_recording
 from tests import agora_bodies as bodies
 
 

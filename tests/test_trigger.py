@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from functools import partial
 from typing import Any
 
 import pytest
 
 from airflow_provider_agora._compat import AirflowFailException, AirflowSensorTimeout, TaskDeferred
-from airflow_provider_agora.hooks.agora import AgoraHook
+from airflow_provider_agora.hooks.agora import AgoraAsyncHook, AgoraHook
 from airflow_provider_agora.sensors.agora import AgoraRecordingQuerySensor
 from airflow_provider_agora.simulator import AgoraSimulator
 from airflow_provider_agora.triggers.agora import AgoraRecordingQueryTrigger
@@ -48,7 +49,9 @@ async def final_event(**kwargs: Any) -> dict[str, Any]:
 
 
 def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("airflow_provider_agora._async_client.RetryPolicy", lambda: FAST_RETRIES)
+    monkeypatch.setattr(
+        "airflow_provider_agora.triggers.agora.AgoraAsyncHook", partial(AgoraAsyncHook, retry_policy=FAST_RETRIES)
+    )
 
 
 def poke_mode(**kwargs: Any) -> AgoraRecordingQuerySensor:

@@ -1,56 +1,56 @@
-"""``AgoraHook``: Agora Cloud Recording's REST API over one keep-alive HTTP session.
+"""``AgoraHook`` and ``AgoraAsyncHook``: Agora Cloud Recording's REST API, sync and async.
 
-The hook only moves bytes: which request to send and what an answer means is decided in
-``airflow_provider_agora._api``; retries follow ``airflow_provider_agora._retry``; the request
-budget per Agora account is ``airflow_provider_agora._rate_limit``. ``requests`` and ``tenacity``
+Both hooks only move bytes: ``requests`` over one keep-alive session per hook, ``httpx`` over one
+client per Agora account for the whole event loop. Everything else lives below them and is
+shared: which request to send and what an answer means (``_protocol``), where to send it, the
+fail-over between Agora's domains, the request budget and what a transport failure means
+(``_transport``), and how to retry (``RetryPolicy``). ``requests``, ``httpx`` and ``tenacity``
 are imported on first use, because Airflow imports this module whenever it parses a DAG file.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import weakref
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_agora import __version__
-from airflow_provider_agora._api import (
-    JSON_HEADERS,
-    Endpoint,
-    acquire_endpoint,
-    check_cname,
-    check_uid,
-    interpret_response,
-    session_endpoint,
-    start_endpoint,
-)
-from airflow_provider_agora._compat import AirflowNotFoundException, BaseHook, mask_secret
+from airflow_provider_agora._compat import AirflowNotFoundException, BaseHook, aget_connection
 from airflow_provider_agora._connection_form import (
-    CONN_FIELDS,
     CONNECTION_TYPE,
     DEFAULT_CONN_ID,
     HOOK_NAME,
     legacy_ui_field_behaviour,
 )
-from airflow_provider_agora._rate_limit import spacer_for
+from airflow_provider_agora._protocol import (
+    Endpoint,
+    acquire_endpoint,
+    check_cname,
+    check_uid,
+    session_endpoint,
+    start_endpoint,
+)
 from airflow_provider_agora._retry import RetryPolicy
-from airflow_provider_agora._settings import AgoraSettings, settings_from_connection
+from airflow_provider_agora._settings import AgoraSettings, missing_connection, settings_of
+from airflow_provider_agora._transport import Transport
 from airflow_provider_agora.exceptions import (
     AgoraApiError,
     AgoraAuthenticationError,
     AgoraConfigurationError,
-    AgoraConnectError,
     AgoraError,
     AgoraRouteNotFoundError,
-    AgoraTimeoutError,
     AgoraTransportError,
 )
 
 if TYPE_CHECKING:
+    import httpx
     import requests
+
+__all__ = ["AgoraAsyncHook", "AgoraHook", "AgoraSettings", "RetryPolicy"]
 
 log = logging.getLogger(__name__)
 
-USER_AGENT = f"airflow-provider-agora/{__version__}"
 # test_connection must answer quickly in the UI, whatever the connection's timeout says.
 _TEST_CONNECTION_TIMEOUT = 10.0
 # A resource id and sid that cannot exist: querying them proves the credentials without side effects.
@@ -58,39 +58,8 @@ _PROBE_RESOURCE_ID = "airflow-provider-agora-connection-test"
 _PROBE_SID = "0" * 32
 
 
-def missing_connection(conn_id: str) -> AgoraConfigurationError:
-    return AgoraConfigurationError(
-        f"Connection {conn_id!r} does not exist: create an Agora Cloud Recording connection with that id "
-        f"(Customer ID, Customer Secret, App ID), or pass agora_conn_id= the id of an existing one."
-    )
-
-
-def settings_of(conn_id: str, conn: Any) -> AgoraSettings:
-    """Validated settings of an ``agora`` connection, every form of the secret registered with the
-    masker before anything can log it. Used by the hook and by the trigger."""
-    settings = settings_from_connection(
-        conn_id,
-        host=conn.host,
-        login=conn.login,
-        password=conn.password,
-        port=conn.port,
-        extra=conn.extra_dejson if conn.extra else {},
-    )
-    mask_secret(settings.customer_secret)
-    mask_secret(settings.basic_token)
-    mask_secret(settings.authorization)
-    return settings
-
-
-class AgoraHook(BaseHook):
-    """Talks to Agora Cloud Recording with the credentials of an ``agora`` connection.
-
-    :param agora_conn_id: the connection: login = Customer ID, password = Customer Secret,
-        host = API base URL (default ``https://api.agora.io``), extra ``app_id``,
-        ``max_requests_per_second`` (default 10) and ``timeout`` (seconds, default 30).
-    :param retry_policy: how transient failures (429, 5xx, HTTP 206 code 65, connection errors,
-        timeouts) are retried; 4xx other than 429 never are.
-    """
+class _AgoraHookBase(BaseHook):
+    """What both hooks share: the connection they use, how they retry, the last request id."""
 
     conn_name_attr = "agora_conn_id"
     default_conn_name = DEFAULT_CONN_ID
@@ -101,8 +70,30 @@ class AgoraHook(BaseHook):
         super().__init__()
         self.agora_conn_id = agora_conn_id
         self.retry_policy = retry_policy or RetryPolicy()
+        #: ``X-Request-Id`` of Agora's last answer to this hook, to quote to Agora support.
         self.last_request_id: str | None = None
-        self._base_url_index = 0
+
+    def _app_id(self, settings: AgoraSettings, app_id: str | None, sid: str | None) -> str:
+        """The task's App ID, else the connection's; one clear sentence if there is neither."""
+        chosen = app_id or settings.app_id
+        if not chosen:
+            about = f"recording sid={sid}" if sid else "this request"
+            raise AgoraConfigurationError(
+                f"No Agora App ID for {about}: pass app_id to the task or set 'app_id' in the extra of "
+                f"connection {self.agora_conn_id!r}."
+            )
+        return chosen
+
+
+class AgoraHook(_AgoraHookBase):
+    """Talks to Agora Cloud Recording with the credentials of an ``agora`` connection.
+
+    :param agora_conn_id: the connection: login = Customer ID, password = Customer Secret,
+        host = API base URL (default ``https://api.agora.io``), extra ``app_id``,
+        ``max_requests_per_second`` (default 10) and ``timeout`` (seconds, default 30).
+    :param retry_policy: how transient failures (429, 5xx, HTTP 206 code 65, connection errors,
+        timeouts) are retried; 4xx other than 429 never are.
+    """
 
     # -- connection form (Airflow 2.x and 3.0/3.1; 3.2+ reads provider info) -------------------
 
@@ -112,25 +103,9 @@ class AgoraHook(BaseHook):
 
     @classmethod
     def get_connection_form_widgets(cls) -> dict[str, Any]:
-        from flask_appbuilder.fieldwidgets import BS3TextFieldWidget
-        from flask_babel import lazy_gettext
-        from wtforms import IntegerField, StringField
-        from wtforms.validators import NumberRange, Optional
+        from airflow_provider_agora._connection_form import connection_form_widgets
 
-        kinds = {"string": StringField, "integer": IntegerField, "number": StringField}
-        widgets: dict[str, Any] = {}
-        for name, spec in CONN_FIELDS.items():
-            json_type = next(t for t in spec["schema"]["type"] if t != "null")
-            validators = [Optional()]
-            if json_type == "integer" and "minimum" in spec["schema"]:
-                validators.append(NumberRange(min=spec["schema"]["minimum"]))
-            widgets[name] = kinds[json_type](
-                lazy_gettext(spec["label"]),
-                description=spec.get("description"),
-                widget=BS3TextFieldWidget(),
-                validators=validators,
-            )
-        return widgets
+        return connection_form_widgets()
 
     # -- plumbing ------------------------------------------------------------------------------
 
@@ -144,89 +119,50 @@ class AgoraHook(BaseHook):
         return settings_of(self.agora_conn_id, connection)
 
     @cached_property
+    def transport(self) -> Transport:
+        return Transport(self.settings)
+
+    @cached_property
     def session(self) -> requests.Session:
         """One keep-alive session per hook; TLS verification stays on (requests' default)."""
         import requests
 
         session = requests.Session()
-        session.headers.update({**JSON_HEADERS, "User-Agent": USER_AGENT})
-        session.headers["Authorization"] = self.settings.authorization
+        session.headers.update(self.transport.headers)
         return session
 
     @property
     def base_url(self) -> str:
-        return self.settings.base_urls[self._base_url_index]
+        return self.transport.base_url
 
     def close(self) -> None:
+        """Close the HTTP session; the next call opens a new one."""
         if "session" in self.__dict__:
             self.session.close()
             del self.__dict__["session"]
 
-    def resolve_app_id(self, app_id: str | None, *, sid: str | None = None) -> str:
-        chosen = app_id or self.settings.app_id
-        if not chosen:
-            about = f"recording sid={sid}" if sid else "this request"
-            raise AgoraConfigurationError(
-                f"No Agora App ID for {about}: pass app_id to the task or set 'app_id' in the extra of "
-                f"connection {self.agora_conn_id!r}."
-            )
-        return chosen
+    def resolve_app_id(self, app_id: str | None = None, *, sid: str | None = None) -> str:
+        """The task's App ID, else the connection's; one clear sentence if there is neither."""
+        return self._app_id(self.settings, app_id, sid)
 
     def _send_once(
         self, endpoint: Endpoint, body: dict[str, Any] | None, sid: str | None, timeout: float, *, queue: bool = True
     ) -> dict[str, Any]:
         import requests
 
-        url = self.base_url + endpoint.path
-        spacer = spacer_for(self.settings.customer_id, self.settings.max_requests_per_second)
+        transport = self.transport
+        url = transport.url(endpoint)
         try:
-            with spacer.sending(queue=queue):
+            with transport.budget.sending(queue=queue):
                 response = self.session.request(endpoint.method, url, json=body, timeout=timeout)
-        except (requests.ConnectionError, requests.Timeout) as error:
-            is_connect = isinstance(error, requests.ConnectTimeout) or not isinstance(error, requests.Timeout)
-            about = f" for recording sid={sid}" if sid else ""
-            if is_connect and not isinstance(error, requests.exceptions.ChunkedEncodingError):
-                self._fail_over()
-                raise AgoraConnectError(
-                    f"Could not connect to {url.split('/v1/')[0]} for Agora {endpoint.operation}{about}: "
-                    f"{type(error).__name__}.",
-                    url=url,
-                    operation=endpoint.operation,
-                ) from error
-            failure = AgoraTimeoutError if isinstance(error, requests.Timeout) else AgoraTransportError
-            raise failure(
-                f"Agora {endpoint.operation}{about} got no complete answer from {url.split('/v1/')[0]} "
-                f"within {timeout:g} s: {type(error).__name__}.",
-                url=url,
-                operation=endpoint.operation,
-            ) from error
-        except requests.exceptions.ChunkedEncodingError as error:
-            raise AgoraTransportError(
-                f"The connection broke while reading Agora's {endpoint.operation} answer: {type(error).__name__}.",
-                url=url,
-                operation=endpoint.operation,
-            ) from error
-        self.last_request_id = response.headers.get("X-Request-Id")
-        log.debug(
-            "Agora %s %s -> HTTP %s (request id %s)",
-            endpoint.method,
-            endpoint.path,
-            response.status_code,
-            self.last_request_id,
-        )
-        return interpret_response(endpoint.operation, response.status_code, response.headers, response.content, sid=sid)
-
-    def _fail_over(self) -> None:
-        """Agora's dual-domain practice: after a connection failure, use the other primary domain."""
-        if len(self.settings.base_urls) > 1:
-            previous = self.base_url
-            self._base_url_index = (self._base_url_index + 1) % len(self.settings.base_urls)
-            log.warning("Cannot reach %s; switching to %s.", previous, self.base_url)
+        except requests.RequestException as error:
+            transport.raise_failure(error, endpoint, url=url, sid=sid, timeout=timeout)
+        answer = transport.answer(endpoint, response.status_code, response.headers, response.content, sid=sid)
+        self.last_request_id = answer.request_id
+        return answer.body
 
     def _call(self, endpoint: Endpoint, body: dict[str, Any] | None = None, *, sid: str | None = None) -> Any:
-        import tenacity
-
-        for attempt in tenacity.Retrying(**self.retry_policy.tenacity_arguments(log)):
+        for attempt in self.retry_policy.retrying(log):
             with attempt:  # a retry does not queue again behind everyone else
                 first = attempt.retry_state.attempt_number == 1
                 return self._send_once(endpoint, body, sid, self.settings.timeout, queue=first)
@@ -235,7 +171,12 @@ class AgoraHook(BaseHook):
     # -- the API ---------------------------------------------------------------------------------
 
     def acquire(
-        self, cname: str, uid: str | int, client_request: dict[str, Any] | None = None, app_id: str | None = None
+        self,
+        cname: str,
+        uid: str | int,
+        client_request: dict[str, Any] | None = None,
+        *,
+        app_id: str | None = None,
     ) -> dict[str, Any]:
         """Reserve a recording resource; its ``resourceId`` must be used by ``start`` within 5 minutes."""
         body = {"cname": check_cname(cname), "uid": check_uid(uid), "clientRequest": client_request or {}}
@@ -249,15 +190,18 @@ class AgoraHook(BaseHook):
         uid: str | int,
         recording_mode: str,
         client_request: dict[str, Any],
+        *,
         app_id: str | None = None,
     ) -> dict[str, Any]:
+        """Start recording with an acquired resource; Agora answers with the session's ``sid``."""
         body = {"cname": check_cname(cname), "uid": check_uid(uid), "clientRequest": client_request}
         result: dict[str, Any] = self._call(
             start_endpoint(self.resolve_app_id(app_id), resource_id, recording_mode), body
         )
         return result
 
-    def query(self, resource_id: str, sid: str, recording_mode: str, app_id: str | None = None) -> dict[str, Any]:
+    def query(self, resource_id: str, sid: str, recording_mode: str, *, app_id: str | None = None) -> dict[str, Any]:
+        """Agora's raw answer about a running session (status, file list so far)."""
         endpoint = session_endpoint("query", self.resolve_app_id(app_id, sid=sid), resource_id, sid, recording_mode)
         result: dict[str, Any] = self._call(endpoint, sid=sid)
         return result
@@ -270,8 +214,10 @@ class AgoraHook(BaseHook):
         cname: str,
         uid: str | int,
         client_request: dict[str, Any],
+        *,
         app_id: str | None = None,
     ) -> dict[str, Any]:
+        """Change which streams are subscribed (or the web page's settings) during a recording."""
         endpoint = session_endpoint("update", self.resolve_app_id(app_id, sid=sid), resource_id, sid, recording_mode)
         body = {"cname": check_cname(cname, sid=sid), "uid": check_uid(uid, sid=sid), "clientRequest": client_request}
         result: dict[str, Any] = self._call(endpoint, body, sid=sid)
@@ -284,6 +230,7 @@ class AgoraHook(BaseHook):
         cname: str,
         uid: str | int,
         client_request: dict[str, Any],
+        *,
         app_id: str | None = None,
     ) -> dict[str, Any]:
         """Mix mode only. Each call replaces every earlier layout setting."""
@@ -299,6 +246,7 @@ class AgoraHook(BaseHook):
         recording_mode: str,
         cname: str,
         uid: str | int,
+        *,
         async_stop: bool = False,
         app_id: str | None = None,
     ) -> dict[str, Any]:
@@ -348,3 +296,113 @@ class AgoraHook(BaseHook):
         except Exception as error:
             return False, f"{type(error).__name__}: {error}"
         return True, f"Connected to Agora at {self.base_url}; credentials accepted."
+
+
+class _SharedClient:
+    """One ``httpx.AsyncClient`` and one ``Transport`` (so one fail-over state) for an account."""
+
+    def __init__(self, settings: AgoraSettings) -> None:
+        import httpx
+
+        self.transport = Transport(settings)
+        self.http: httpx.AsyncClient = httpx.AsyncClient(
+            headers=self.transport.headers,
+            timeout=settings.timeout,
+            limits=httpx.Limits(max_connections=20, max_keepalive_connections=20),
+        )
+        self.in_flight = 0
+        self.retired = False
+
+    async def close_if_idle(self) -> None:
+        if self.retired and self.in_flight == 0 and not self.http.is_closed:
+            await self.http.aclose()
+
+
+# One shared client per account and API host, per event loop (an httpx client belongs to one loop).
+_shared: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[str, tuple[str, ...]], _SharedClient]]
+_shared = weakref.WeakKeyDictionary()
+
+
+class AgoraAsyncHook(_AgoraHookBase):
+    """The async twin of ``AgoraHook``, for triggers: ``query`` without blocking the event loop.
+
+    A triggerer runs thousands of waits on one event loop. Every ``AgoraAsyncHook`` of one Agora
+    account on that loop shares one ``httpx.AsyncClient`` (keep-alive connections, no new TLS
+    session per poll), and every hook of the account in the process shares its request budget,
+    so all waits together stay within Agora's 10 requests per second and are served in turn.
+    Requests, retries, errors and fail-over follow exactly the same rules as ``AgoraHook``.
+
+    :param agora_conn_id: the ``agora`` connection, as for ``AgoraHook``.
+    :param retry_policy: as for ``AgoraHook``.
+    """
+
+    def __init__(self, agora_conn_id: str = DEFAULT_CONN_ID, *, retry_policy: RetryPolicy | None = None) -> None:
+        super().__init__(agora_conn_id, retry_policy=retry_policy)
+        self._settings: AgoraSettings | None = None
+
+    async def get_settings(self) -> AgoraSettings:
+        """The connection, read once per hook (without blocking the event loop) and validated."""
+        if self._settings is None:
+            try:
+                connection = await aget_connection(self.agora_conn_id)
+            except AirflowNotFoundException as error:
+                raise missing_connection(self.agora_conn_id) from error
+            self._settings = settings_of(self.agora_conn_id, connection)
+        return self._settings
+
+    async def _shared_client(self) -> _SharedClient:
+        settings = await self.get_settings()
+        per_loop = _shared.setdefault(asyncio.get_running_loop(), {})
+        key = (settings.customer_id, settings.base_urls)
+        client = per_loop.get(key)
+        if client is None or client.transport.settings != settings:
+            if client is not None:  # the connection changed: the old client closes once it is idle
+                client.retired = True
+                await client.close_if_idle()
+            client = per_loop[key] = _SharedClient(settings)
+        return client
+
+    @staticmethod
+    async def close_shared_clients() -> None:
+        """Close every shared client of the running event loop (at shutdown, or between tests)."""
+        for client in _shared.pop(asyncio.get_running_loop(), {}).values():
+            client.retired = True
+            await client.close_if_idle()
+
+    async def _send_once(
+        self, endpoint: Endpoint, body: dict[str, Any] | None, sid: str | None, *, queue: bool = True
+    ) -> dict[str, Any]:
+        import httpx
+
+        shared = await self._shared_client()
+        transport, timeout = shared.transport, shared.transport.settings.timeout
+        url = transport.url(endpoint)
+        shared.in_flight += 1
+        try:
+            async with transport.budget.asending(queue=queue):
+                response: httpx.Response = await shared.http.request(endpoint.method, url, json=body)
+        except httpx.TransportError as error:
+            transport.raise_failure(error, endpoint, url=url, sid=sid, timeout=timeout)
+        finally:
+            shared.in_flight -= 1
+            await shared.close_if_idle()
+        answer = transport.answer(endpoint, response.status_code, response.headers, response.content, sid=sid)
+        self.last_request_id = answer.request_id
+        return answer.body
+
+    async def _call(self, endpoint: Endpoint, body: dict[str, Any] | None = None, *, sid: str | None = None) -> Any:
+        async for attempt in self.retry_policy.async_retrying(log):
+            with attempt:  # a retry does not queue again behind every other wait
+                return await self._send_once(endpoint, body, sid, queue=attempt.retry_state.attempt_number == 1)
+        raise AssertionError("tenacity ends with a result or an exception")
+
+    async def query(
+        self, resource_id: str, sid: str, recording_mode: str, *, app_id: str | None = None
+    ) -> dict[str, Any]:
+        """Agora's raw answer about a running session, as ``AgoraHook.query``."""
+        settings = await self.get_settings()
+        chosen = self._app_id(settings, app_id, sid)
+        result: dict[str, Any] = await self._call(
+            session_endpoint("query", chosen, resource_id, sid, recording_mode), sid=sid
+        )
+        return result

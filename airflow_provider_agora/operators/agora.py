@@ -5,9 +5,15 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from airflow_provider_agora._api import CODE_INVALID_OPERATION, check_cname, check_recording_mode, check_uid
 from airflow_provider_agora._compat import AirflowFailException, AirflowSkipException, BaseOperator, mask_secret
 from airflow_provider_agora._connection_form import DEFAULT_CONN_ID
+from airflow_provider_agora._protocol import (
+    CODE_INVALID_OPERATION,
+    check_cname,
+    check_recording_mode,
+    check_uid,
+    code_number,
+)
 from airflow_provider_agora._retry import RetryPolicy
 from airflow_provider_agora.exceptions import (
     AgoraApiError,
@@ -16,9 +22,11 @@ from airflow_provider_agora.exceptions import (
     AgoraNotFoundError,
     AgoraResponseError,
 )
-from airflow_provider_agora.models import parse_recording, recording_result
+from airflow_provider_agora.results import StartResult, StopResult, parse_recording, recording_result
 
 if TYPE_CHECKING:
+    import jinja2
+
     from airflow_provider_agora._compat import Context
     from airflow_provider_agora.hooks.agora import AgoraHook
 
@@ -28,6 +36,8 @@ START_RETRY_POLICY = RetryPolicy(max_attempts=4, initial_delay=3.0, max_delay=9.
 SENSITIVE_KEYS = frozenset({"accessKey", "secretKey", "stsToken", "token", "secret", "salt"})
 NO_RECORDED_DATA_CHOICES = ("skip", "succeed", "fail")
 ALREADY_STOPPED_CHOICES = ("fail", "succeed")
+
+__all__ = ["AgoraStartRecordingOperator", "AgoraStopRecordingOperator"]
 
 
 def sensitive_values(value: Any) -> Iterator[str]:
@@ -108,7 +118,7 @@ class AgoraStartRecordingOperator(BaseOperator):
         self.app_id = app_id
         self.agora_conn_id = agora_conn_id
 
-    def render_template_fields(self, context: Context, jinja_env: Any = None) -> None:
+    def render_template_fields(self, context: Context, jinja_env: jinja2.Environment | None = None) -> None:
         """Mask credentials as soon as their values are known, before Airflow stores rendered fields."""
         for secret in sensitive_values(self.client_request):
             mask_secret(secret)
@@ -116,7 +126,7 @@ class AgoraStartRecordingOperator(BaseOperator):
         for secret in sensitive_values(self.client_request):
             mask_secret(secret)
 
-    def execute(self, context: Context) -> dict[str, Any]:
+    def execute(self, context: Context) -> StartResult:
         try:
             mode = check_recording_mode(self.recording_mode)
             cname = check_cname(self.cname)
@@ -216,7 +226,7 @@ class AgoraStopRecordingOperator(BaseOperator):
         self.on_already_stopped = on_already_stopped
         self.agora_conn_id = agora_conn_id
 
-    def _result(self, body: Any, ended_by: str) -> dict[str, Any]:
+    def _result(self, body: Any, ended_by: str) -> StopResult:
         snapshot = parse_recording(body, sid=self.sid, require_status=False)
         result = recording_result(self.resource_id, self.sid, self.recording_mode, snapshot, ended_by)
         return {**result, "uploading_status": snapshot.uploading_status}
@@ -231,7 +241,7 @@ class AgoraStopRecordingOperator(BaseOperator):
                     f"{name} {value!r} for recording sid={self.sid} is not valid: use one of {', '.join(choices)}."
                 )
 
-    def execute(self, context: Context) -> dict[str, Any]:
+    def execute(self, context: Context) -> StopResult:
         hook = _hook(self.agora_conn_id)
         try:
             self._check_choices()
@@ -249,7 +259,7 @@ class AgoraStopRecordingOperator(BaseOperator):
         except AgoraNoRecordedDataError as error:
             return self._no_recorded_data(error)
         except AgoraApiError as error:
-            if isinstance(error, AgoraNotFoundError) or error.code == CODE_INVALID_OPERATION:
+            if isinstance(error, AgoraNotFoundError) or code_number(error.code) == CODE_INVALID_OPERATION:
                 return self._already_stopped(error)
             raise
         result = self._result(body, ended_by="stop")
@@ -268,7 +278,7 @@ class AgoraStopRecordingOperator(BaseOperator):
             )
         return result
 
-    def _no_recorded_data(self, error: AgoraNoRecordedDataError) -> dict[str, Any]:
+    def _no_recorded_data(self, error: AgoraNoRecordedDataError) -> StopResult:
         message = (
             f"Recording sid={self.sid} stopped with no recorded data (HTTP 206 code 435, request id "
             f"{error.request_id}): nobody published audio or video in channel {self.cname!r}."
@@ -280,7 +290,7 @@ class AgoraStopRecordingOperator(BaseOperator):
         self.log.warning("%s Returning an empty file list, as on_no_recorded_data='succeed'.", message)
         return self._result(error.body, ended_by="stop")
 
-    def _already_stopped(self, error: AgoraApiError) -> dict[str, Any]:
+    def _already_stopped(self, error: AgoraApiError) -> StopResult:
         what = "was already gone (HTTP 404)" if error.status == 404 else "was already exiting (code 49)"
         result = self._result(error.body, ended_by="already_stopped")
         message = (

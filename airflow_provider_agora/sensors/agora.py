@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from datetime import timedelta
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 from airflow_provider_agora._compat import (
     AirflowException,
@@ -34,6 +34,9 @@ from airflow_provider_agora.exceptions import AgoraConfigurationError, AgoraErro
 if TYPE_CHECKING:
     from airflow_provider_agora._compat import Context
     from airflow_provider_agora.hooks.agora import AgoraHook
+    from airflow_provider_agora.results import RecordingResult
+
+__all__ = ["AgoraRecordingQuerySensor"]
 
 # Key of the wait's memory in Airflow's task state store (Airflow 3.3+).
 MEMORY_KEY = "agora_recording_wait"
@@ -177,7 +180,7 @@ class AgoraRecordingQuerySensor(BaseSensorOperator):
         if store is not None:
             store.delete(MEMORY_KEY)
 
-    def execute(self, context: Context) -> Any:
+    def execute(self, context: Context) -> RecordingResult | None:
         try:
             result = self._wait(context)
         except (TaskDeferred, AirflowRescheduleException):
@@ -188,7 +191,7 @@ class AgoraRecordingQuerySensor(BaseSensorOperator):
         self._forget(context)
         return result
 
-    def _wait(self, context: Context) -> Any:
+    def _wait(self, context: Context) -> RecordingResult | None:
         if not self.deferrable:
             return super().execute(context)
         first = self.poke(context)  # no deferral when the recording is already there (or failed)
@@ -196,7 +199,7 @@ class AgoraRecordingQuerySensor(BaseSensorOperator):
             return first.xcom_value if isinstance(first, PokeReturnValue) else None
         self._defer(self._memory, end_time=time.time() + float(self.timeout))
 
-    def _defer(self, memory: WaitMemory, *, end_time: float) -> None:
+    def _defer(self, memory: WaitMemory, *, end_time: float) -> NoReturn:
         from airflow_provider_agora.triggers.agora import AgoraRecordingQueryTrigger
 
         self.defer(
@@ -212,7 +215,7 @@ class AgoraRecordingQuerySensor(BaseSensorOperator):
             timeout=timedelta(seconds=max(end_time - time.time(), 0.0)),
         )
 
-    def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> Any:
+    def execute_complete(self, context: Context, event: Mapping[str, object] | None = None) -> RecordingResult | None:
         """Resume after the trigger: the same XCom value and messages as poke mode."""
         from airflow_provider_agora.triggers.agora import (
             EVENT_CHECKPOINT,
@@ -237,7 +240,7 @@ class AgoraRecordingQuerySensor(BaseSensorOperator):
         self._forget(context)
         if event["status"] == EVENT_SUCCESS:
             self.log.info("%s", message)
-            return event.get("result")
+            return cast("RecordingResult | None", event.get("result"))
         if event["status"] == EVENT_FAILURE:
             raise AirflowFailException(message)
         if event["status"] == EVENT_TIMEOUT:

@@ -17,10 +17,10 @@ from types import TracebackType
 from typing import Any, cast
 from urllib.parse import urlsplit
 
-from airflow_provider_agora.simulator._api import CloudRecordingApi
 from airflow_provider_agora.simulator._faults import Faults
 from airflow_provider_agora.simulator._lifecycle import DEFAULT_BULK_HOLD, Clock
 from airflow_provider_agora.simulator._responses import NO_ROUTE, Response, gateway_error, json_response
+from airflow_provider_agora.simulator._service import CloudRecordingService
 
 CONTROL_PREFIX = "/_simulator/"
 _MAX_BODY = 1 << 20
@@ -36,6 +36,7 @@ class RequestRecord:
     time: float
     customer_id: str | None
     request_id: str
+    client_port: int = 0  # the client's TCP port: requests on one keep-alive connection share it
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -99,12 +100,20 @@ class _Handler(BaseHTTPRequestHandler):
         if path.startswith(CONTROL_PREFIX):
             self._send(simulator._control(self.command, path, body), request_id)
             return
-        result = simulator._api.handle(self.command, path, self.headers.get("Authorization"), body, arrival)
+        result = simulator._service.handle(self.command, path, self.headers.get("Authorization"), body, arrival)
         latency = simulator.faults.latency
         if latency > 0:
             time.sleep(latency)
         simulator._log(
-            RequestRecord(self.command, path, result.response.status, arrival_epoch, result.customer_id, request_id)
+            RequestRecord(
+                self.command,
+                path,
+                result.response.status,
+                arrival_epoch,
+                result.customer_id,
+                request_id,
+                client_port=self.client_address[1],
+            )
         )
         self._send(result.response, request_id)
 
@@ -201,7 +210,7 @@ class AgoraSimulator:
         self.port = port
         self._clock = Clock(speed)
         self.faults = Faults(self._clock.now)
-        self._api = CloudRecordingApi(
+        self._service = CloudRecordingService(
             customer_id, customer_secret, self.app_ids, self._clock, self.faults, rate_limit_per_second
         )
         self._log_lock = threading.Lock()
@@ -288,7 +297,7 @@ class AgoraSimulator:
         Returns the number of recordings affected. Recordings started later on the same channel
         see the default users again.
         """
-        return self._api.leave_channel(cname)
+        return self._service.leave_channel(cname)
 
     def create_recordings(
         self,
@@ -299,13 +308,13 @@ class AgoraSimulator:
         app_id: str | None = None,
         client_request: dict[str, Any] | None = None,
     ) -> list[dict[str, Any]]:
-        """Make one recording per end time (epoch seconds) without API requests; see ``CloudRecordingApi``.
+        """Make one recording per end time (epoch seconds) without API requests; see ``CloudRecordingService``.
 
         They are at status 5 with files until their end time, then 6, 7, 8 for ``hold`` simulated
         seconds, then gone. ``app_id`` defaults to the first accepted App ID. Returns
         ``{"resource_id", "sid", "end_time"}`` per recording, in the order of ``end_times``.
         """
-        return self._api.create_recordings(
+        return self._service.create_recordings(
             end_times, hold=hold, mode=mode, app_id=app_id, client_request=client_request
         )
 

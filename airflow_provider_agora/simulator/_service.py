@@ -144,7 +144,7 @@ def _require_cname_uid(body: dict[str, Any]) -> tuple[str, str]:
     return cname, uid
 
 
-class CloudRecordingApi:
+class CloudRecordingService:
     """The simulated service; ``handle`` is called from many server threads at once."""
 
     def __init__(

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
+from airflow_provider_agora._connection_form import DEFAULT_CONN_ID
 from airflow_provider_agora._waiting import (
     Decision,
     Outcome,
@@ -24,6 +25,10 @@ from airflow_provider_agora._waiting import (
     describe_status,
 )
 from airflow_provider_agora.exceptions import AgoraError
+from airflow_provider_agora.hooks.agora import AgoraAsyncHook
+from airflow_provider_agora.results import RecordingResult
+
+__all__ = ["AgoraRecordingQueryTrigger"]
 
 # The payload's "status": what ``execute_complete`` does with it.
 EVENT_SUCCESS = "success"  # return event["result"] as the XCom value
@@ -34,8 +39,8 @@ EVENT_CHECKPOINT = "checkpoint"  # the wait goes on: store event["memory"] and d
 EVENT_STATUSES = (EVENT_SUCCESS, EVENT_FAILURE, EVENT_TIMEOUT, EVENT_ERROR, EVENT_CHECKPOINT)
 
 
-def _file_names(seen: dict[str, Any] | None) -> set[str]:
-    return {str(item.get("fileName")) for item in (seen or {}).get("files") or []}
+def _file_names(seen: RecordingResult) -> set[str]:
+    return {str(item.get("fileName")) for item in seen.get("files") or []}
 
 
 def learned_something(before: WaitMemory, after: WaitMemory) -> bool:
@@ -61,14 +66,14 @@ class AgoraRecordingQueryTrigger(BaseTrigger):
         sid: str,
         recording_mode: str,
         app_id: str | None = None,
-        agora_conn_id: str = "agora_default",
+        agora_conn_id: str = DEFAULT_CONN_ID,
         target_status: int = 8,
         failure_statuses: list[int] | tuple[int, ...] = (20,),
         not_found_grace_period: float = 90.0,
         on_not_found: str = "fail",
         poll_interval: float = 60.0,
         end_time: float,
-        memory: dict[str, Any] | None = None,
+        memory: Mapping[str, object] | None = None,
     ) -> None:
         super().__init__()
         self.resource_id = resource_id
@@ -82,7 +87,7 @@ class AgoraRecordingQueryTrigger(BaseTrigger):
         self.on_not_found = on_not_found
         self.poll_interval = poll_interval
         self.end_time = end_time
-        self.memory = memory or {}
+        self.memory = dict(memory or {})
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -103,32 +108,21 @@ class AgoraRecordingQueryTrigger(BaseTrigger):
             },
         )
 
-    async def _client(self) -> Any:
-        from airflow_provider_agora._async_client import shared_client
-        from airflow_provider_agora._compat import AirflowNotFoundException, aget_connection
-        from airflow_provider_agora.hooks.agora import missing_connection, settings_of
-
+    async def _poll(self, hook: AgoraAsyncHook, spec: WaitSpec, memory: WaitMemory) -> Decision:
         try:
-            connection = await aget_connection(self.agora_conn_id)
-        except AirflowNotFoundException as error:
-            raise missing_connection(self.agora_conn_id) from error
-        return shared_client(settings_of(self.agora_conn_id, connection))
-
-    async def _poll(self, client: Any, spec: WaitSpec, memory: WaitMemory) -> Decision:
-        try:
-            body = await client.query(spec.resource_id, spec.sid, spec.recording_mode, self.app_id)
+            body = await hook.query(spec.resource_id, spec.sid, spec.recording_mode, app_id=self.app_id)
         except AgoraError as error:
             return decide_on_error(spec, memory, error, time.time())
         return decide_on_answer(spec, memory, body)
 
     def _timeout_event(self, memory: WaitMemory) -> TriggerEvent:
-        last = memory.last_seen or {}
+        last_status = memory.last_seen.get("status") if memory.last_seen else None
         return TriggerEvent(
             {
                 "status": EVENT_TIMEOUT,
                 "message": f"Sensor has timed out: recording sid={self.sid} did not reach status "
                 f"{describe_status(self.target_status)} before the sensor's timeout; last status seen: "
-                f"{describe_status(last.get('status'))}.",
+                f"{describe_status(last_status)}.",
                 "result": memory.last_seen,
             }
         )
@@ -137,13 +131,14 @@ class AgoraRecordingQueryTrigger(BaseTrigger):
         """Run the wait to its end; every way out is one event (the caller yields it)."""
         try:
             spec = WaitSpec.from_attributes(self)
-            client = await self._client()
+            hook = AgoraAsyncHook(self.agora_conn_id)
+            await hook.get_settings()
         except AgoraError as error:
             return TriggerEvent({"status": EVENT_ERROR, "message": str(error), "result": None})
         deferred_with = memory = WaitMemory.from_json(self.memory)
         while time.time() < self.end_time:
             try:
-                decision = await self._poll(client, spec, memory)
+                decision = await self._poll(hook, spec, memory)
             except AgoraError as error:
                 return TriggerEvent({"status": EVENT_ERROR, "message": str(error), "result": memory.last_seen})
             memory = decision.memory

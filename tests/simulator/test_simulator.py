@@ -751,7 +751,7 @@ def test_control_endpoints(make_sim: Callable[..., AgoraSimulator]) -> None:
         ("POST", 200, "sim-customer"),
         ("POST", 200, "sim-customer"),
     ]
-    assert set(logged[0]) == {"method", "path", "status", "time", "customer_id", "request_id"}
+    assert set(logged[0]) == {"method", "path", "status", "time", "customer_id", "request_id", "client_port"}
     assert requests.delete(f"{control}/requests").status_code == 200
     assert sim.request_log == []
 
