@@ -48,6 +48,8 @@ _AIRFLOW_HOME = tempfile.mkdtemp(prefix="agora-trigger-load-")
 os.environ["AIRFLOW_HOME"] = _AIRFLOW_HOME
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 
+from airflow_provider_agora.simulator import max_in_sliding_second  # noqa: E402  (stdlib only)
+
 if TYPE_CHECKING:
     from airflow.triggers.base import BaseTrigger, TriggerEvent
 
@@ -184,17 +186,6 @@ class RssSampler:
         if hwm_valid:
             self.peak_kib = max(self.peak_kib, _proc_status_kib("VmHWM") or 0)
         return self.peak_kib
-
-
-def max_in_sliding_second(times: Sequence[float]) -> int:
-    """Most arrivals in any half-open one-second window [t, t + 1)."""
-    ordered = sorted(times)
-    best = start = 0
-    for end, moment in enumerate(ordered):
-        while moment - ordered[start] >= 1.0:
-            start += 1
-        best = max(best, end - start + 1)
-    return best
 
 
 def _quantile(values: Sequence[float], q: float) -> float | None:

@@ -6,6 +6,7 @@ at ``sim.url``. Paths, bodies, status values and error shapes follow Agora's doc
 recording lifecycle runs on a clock scaled by ``speed`` (see :data:`STARTUP_TIMELINE`).
 """
 
+from airflow_provider_agora.simulator._counting import max_in_sliding_second
 from airflow_provider_agora.simulator._faults import Faults
 from airflow_provider_agora.simulator._lifecycle import (
     ABNORMAL_HOLD,
@@ -33,4 +34,5 @@ __all__ = [
     "AgoraSimulator",
     "Faults",
     "RequestRecord",
+    "max_in_sliding_second",
 ]

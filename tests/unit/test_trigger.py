@@ -16,7 +16,7 @@ from airflow_provider_agora.sensors.agora import AgoraRecordingQuerySensor
 from airflow_provider_agora.simulator import AgoraSimulator
 from airflow_provider_agora.triggers.agora import AgoraRecordingQueryTrigger
 from tests import agora_bodies as bodies
-from tests.conftest import CUSTOMER_SECRET, FAST_RETRIES, ScriptedAgora, max_in_sliding_second
+from tests.support import CUSTOMER_SECRET, FAST_RETRIES, ScriptedAgora, TaskStateStore, max_in_sliding_second
 
 
 def start_recording(cname: str = "room1", uid: int = 4242) -> dict[str, str]:
@@ -252,24 +252,16 @@ def test_deferrable_sensor_does_not_defer_when_already_done(scripted: ScriptedAg
 
 def test_a_checkpoint_is_kept_and_the_wait_deferred_again_with_the_same_deadline() -> None:
     task = poke_mode(resource_id="rid", sid="abc", deferrable=True)
-    store: dict[str, Any] = {}
-
-    class Store:
-        def set(self, key: str, value: Any) -> None:
-            store[key] = value
-
-        def delete(self, key: str) -> None:
-            store.pop(key, None)
-
+    store = TaskStateStore()
     memory = {"not_found_since": None, "last_seen": {"status": 5, "files": [{"fileName": "a.m3u8"}]}}
     deadline = time.time() + 50
     event = {"status": "checkpoint", "message": "m", "memory": memory, "end_time": deadline, "result": None}
     with pytest.raises(TaskDeferred) as deferred:
-        task.execute_complete({"task_state_store": Store()}, event)
+        task.execute_complete({"task_state_store": store}, event)
     _, kwargs = deferred.value.trigger.serialize()
     assert (kwargs["memory"], kwargs["end_time"]) == (memory, deadline)
     assert 40 < deferred.value.timeout.total_seconds() <= 50
-    assert store["agora_recording_wait"] == memory
+    assert store.values["agora_recording_wait"] == memory
 
 
 def test_execute_complete_turns_events_into_poke_mode_outcomes() -> None:

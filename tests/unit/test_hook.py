@@ -27,7 +27,7 @@ from airflow_provider_agora.exceptions import (
 )
 from airflow_provider_agora.hooks.agora import AgoraHook
 from tests import agora_bodies as bodies
-from tests.conftest import APP_ID, CUSTOMER_ID, CUSTOMER_SECRET, FAST_RETRIES, ScriptedAgora, connection_json, redact
+from tests.support import APP_ID, CUSTOMER_ID, CUSTOMER_SECRET, FAST_RETRIES, ScriptedAgora, connection_json, redact
 
 PRIMARY = "https://api.agora.io"
 SECONDARY = "https://api.sd-rtn.com"

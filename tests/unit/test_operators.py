@@ -16,7 +16,7 @@ from airflow_provider_agora.operators.agora import (
 from airflow_provider_agora.sensors.agora import AgoraRecordingQuerySensor
 from airflow_provider_agora.simulator import AgoraSimulator
 from tests import agora_bodies as bodies
-from tests.conftest import APP_ID, FAST_RETRIES, ScriptedAgora, redact
+from tests.support import APP_ID, FAST_RETRIES, ScriptedAgora, redact
 
 STORAGE = {
     "vendor": 1,

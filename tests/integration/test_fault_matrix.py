@@ -25,12 +25,13 @@ from airflow_provider_agora._compat import AirflowFailException, AirflowSensorTi
 from airflow_provider_agora.hooks.agora import AgoraAsyncHook, AgoraHook
 from airflow_provider_agora.sensors.agora import AgoraRecordingQuerySensor
 from tests import agora_bodies as bodies
-from tests.conftest import (
+from tests.support import (
     CUSTOMER_ID,
     CUSTOMER_SECRET,
     FAST_RETRIES,
     ScriptedAgora,
     ScriptedAnswer,
+    TaskStateStore,
     connection_json,
     max_in_sliding_second,
 )
@@ -51,22 +52,6 @@ def _has_task_state_store() -> bool:
     except ImportError:
         return False
     return True
-
-
-class TaskStateStore:
-    """Airflow 3.3's task state store as reschedules see it: JSON values kept between pokes."""
-
-    def __init__(self) -> None:
-        self.values: dict[str, Any] = {}
-
-    def get(self, key: str, default: Any = None) -> Any:
-        return self.values.get(key, default)
-
-    def set(self, key: str, value: Any) -> None:
-        self.values[key] = json.loads(json.dumps(value))
-
-    def delete(self, key: str) -> None:
-        self.values.pop(key, None)
 
 
 TRIGGER_ROWS: list[str] = []

@@ -13,29 +13,11 @@ from airflow_provider_agora.hooks.agora import AgoraHook
 from airflow_provider_agora.sensors.agora import MEMORY_KEY, AgoraRecordingQuerySensor
 from airflow_provider_agora.simulator import AgoraSimulator
 from tests import agora_bodies as bodies
-from tests.conftest import FAST_RETRIES, ScriptedAgora, max_in_sliding_second
+from tests.support import FAST_RETRIES, ScriptedAgora, TaskStateStore, max_in_sliding_second
 
 XCOM_KEYS = {"resource_id", "sid", "recording_mode", "status", "ended_by", "files", "server_response"}
 RID = "JyvK8nXHuV1BE64GDkAaBGEscvtHW7v8"
 SID = "38f8e3cfdc474cd56fc1ceba380d7e1a"
-
-
-class TaskStateStore:
-    """Stands in for Airflow 3.3's ``context["task_state_store"]``: JSON values, kept between pokes."""
-
-    def __init__(self) -> None:
-        self.values: dict[str, Any] = {}
-
-    def get(self, key: str, default: Any = None) -> Any:
-        return self.values.get(key, default)
-
-    def set(self, key: str, value: Any) -> None:
-        import json
-
-        self.values[key] = json.loads(json.dumps(value))
-
-    def delete(self, key: str) -> None:
-        self.values.pop(key, None)
 
 
 def start_recording(mode: str = "mix", client_request: dict | None = None, cname: str = "room1") -> dict[str, str]:

@@ -12,7 +12,7 @@ import pytest
 from airflow_provider_agora._rate_limit import RequestSpacer, spacer_for
 from airflow_provider_agora.hooks.agora import AgoraHook
 from airflow_provider_agora.simulator import AgoraSimulator
-from tests.conftest import FAST_RETRIES, max_in_sliding_second
+from tests.support import FAST_RETRIES, max_in_sliding_second
 
 
 class FakeClock:

@@ -25,10 +25,10 @@ import requests
 
 from airflow_provider_agora._connection_form import CONN_FIELDS, UI_FIELD_BEHAVIOUR
 from airflow_provider_agora.simulator import AgoraSimulator
-from tests.conftest import APP_ID, CUSTOMER_ID, CUSTOMER_SECRET
-from tests.ui_helpers import CHROMIUM, CHROMIUM_ARGS, AirflowApiServer, free_loopback_port
+from tests.integration.ui_helpers import CHROMIUM, CHROMIUM_ARGS, AirflowApiServer, free_loopback_port
+from tests.support import APP_ID, CUSTOMER_ID, CUSTOMER_SECRET
 
-SCREENSHOT = Path(__file__).resolve().parents[1] / "docs" / "connection-form.png"
+SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "connection-form.png"
 HOOK_NAME = "Agora Cloud Recording"
 PLACEHOLDERS = UI_FIELD_BEHAVIOUR["placeholders"]
 

@@ -17,9 +17,9 @@ import pytest
 
 from airflow_provider_agora.hooks.agora import AgoraHook
 from airflow_provider_agora.simulator import AgoraSimulator
-from tests.conftest import APP_ID, CUSTOMER_ID, CUSTOMER_SECRET, FAST_RETRIES, connection_json
+from tests.support import APP_ID, CUSTOMER_ID, CUSTOMER_SECRET, FAST_RETRIES, connection_json
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 AIRFLOW = str(Path(sys.executable).with_name("airflow"))
 STORAGE_ACCESS_KEY = "AKIAE2ETESTACCESSKEY"
 STORAGE_SECRET_KEY = "e2e-storage-secret-Yv3q"
