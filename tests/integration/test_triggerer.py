@@ -30,7 +30,7 @@ if not airflow.__version__.startswith("3."):
 from airflow_provider_agora.hooks.agora import AgoraHook
 from airflow_provider_agora.simulator import AgoraSimulator
 from tests.support import APP_ID, CUSTOMER_ID, CUSTOMER_SECRET, FAST_RETRIES, connection_json
-from tests.test_end_to_end import AIRFLOW, ROOT, start_recording, xcom
+from tests.integration.test_end_to_end import AIRFLOW, ROOT, start_recording, xcom
 
 httpx = pytest.importorskip("httpx", reason="httpx (a core dependency of Airflow) is needed to call the REST API")
 
