@@ -24,6 +24,7 @@ class _CountedFault:
     remaining: int
     status: int
     retry_after: int | None = None
+    operation: str | None = None  # only requests to this endpoint (``start``, ``query``...) take it
 
     def response(self) -> Response:
         if self.kind == "throttle":
@@ -41,6 +42,8 @@ class _CountedFault:
         data: dict[str, Any] = {"kind": self.kind, "remaining": self.remaining, "status": self.status}
         if self.kind == "throttle":
             data["retry_after"] = self.retry_after
+        if self.operation is not None:
+            data["operation"] = self.operation
         return data
 
 
@@ -71,19 +74,22 @@ class Faults:
             with self._lock:
                 self._queue.append(fault)
 
-    def fail_next(self, count: int = 1, status: int = 503) -> None:
-        """Next ``count`` requests answer ``status`` (504 gets Agora's ``code 62 request timeout``)."""
+    def fail_next(self, count: int = 1, status: int = 503, operation: str | None = None) -> None:
+        """Next ``count`` requests answer ``status`` (504 gets Agora's ``code 62 request timeout``).
+
+        With ``operation`` (``"start"``, ``"query"``, ...) only requests to that endpoint count.
+        """
         if not 400 <= status <= 599:
             raise ValueError(f"status must be an HTTP error status, got {status!r}")
-        self._enqueue(_CountedFault("fail", _check_count(count), status))
+        self._enqueue(_CountedFault("fail", _check_count(count), status, operation=operation))
 
     def throttle_next(self, count: int = 1, retry_after: int | None = 1) -> None:
         """Next ``count`` requests answer 429; ``retry_after=None`` omits the ``Retry-After`` header."""
         self._enqueue(_CountedFault("throttle", _check_count(count), 429, retry_after))
 
-    def partial_next(self, count: int = 1) -> None:
-        """Next ``count`` requests answer 206 ``code 65 request not completed``."""
-        self._enqueue(_CountedFault("partial", _check_count(count), 206))
+    def partial_next(self, count: int = 1, operation: str | None = None) -> None:
+        """Next ``count`` requests (to ``operation`` only, if given) answer 206 ``code 65 request not completed``."""
+        self._enqueue(_CountedFault("partial", _check_count(count), 206, operation=operation))
 
     def non_json_next(self, count: int = 1, status: int = 200) -> None:
         """Next ``count`` requests answer an HTML body, like a proxy error page."""
@@ -91,15 +97,15 @@ class Faults:
             raise ValueError(f"status must be an HTTP status, got {status!r}")
         self._enqueue(_CountedFault("non_json", _check_count(count), status))
 
-    def take(self) -> Response | None:
-        """Consume one counted fault, if any, and return its answer."""
+    def take(self, operation: str | None = None) -> Response | None:
+        """Consume the first counted fault that applies to ``operation``, if any, and return its answer."""
         with self._lock:
-            if not self._queue:
+            head = next((fault for fault in self._queue if fault.operation in (None, operation)), None)
+            if head is None:
                 return None
-            head = self._queue[0]
             head.remaining -= 1
             if head.remaining <= 0:
-                self._queue.pop(0)
+                self._queue.remove(head)
             return head.response()
 
     # -- latency ---------------------------------------------------------------------------------

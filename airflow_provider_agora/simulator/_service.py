@@ -190,7 +190,7 @@ class CloudRecordingService:
             return ApiResult(UNAUTHORIZED, customer)
         if customer != self._customer_id or secret != self._customer_secret:
             return ApiResult(BAD_CREDENTIALS, customer)
-        fault = self._faults.take()
+        fault = self._faults.take(name)
         if fault is not None:
             return ApiResult(fault, customer)
         if not self._limiter.admit(customer, arrival):

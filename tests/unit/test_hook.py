@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import json
 import socket
+import time
+from email.utils import formatdate
 from typing import Any
 
 import pytest
@@ -229,6 +231,11 @@ def test_a_non_json_success_body_is_a_clear_error(hook: AgoraHook, requests_mock
         ({"resource_id": "../../acquire"}, "resource_id '../../acquire'"),
         ({"sid": "abc/../../x"}, "sid 'abc/../../x'"),
         ({"sid": "a?b=c"}, "contains characters"),
+        # requests and httpx both collapse /sid/../ and /sid/./: dots would change the endpoint.
+        ({"sid": ".."}, "contains characters"),
+        ({"sid": "."}, "contains characters"),
+        ({"resource_id": "rid.."}, "contains characters"),
+        ({"app_id": ".."}, "contains characters"),
         ({"sid": "a%2Fb"}, "contains characters"),
         ({"sid": "a\r\nX-Injected: 1"}, "contains characters"),
         ({"sid": ""}, "non-empty string"),
@@ -371,3 +378,52 @@ def test_a_404_with_any_code_is_the_recording_services_and_keeps_the_code_as_sen
         hook.query(RID, SID, "mix")
     assert type(raised.value) is AgoraNotFoundError
     assert raised.value.code == code
+
+
+def test_a_retry_after_429_waits_at_least_what_agora_asked(scripted: ScriptedAgora) -> None:
+    """The server's Retry-After is a floor for the next attempt, measured where Agora sees it."""
+    scripted.script((429, bodies.RATE_LIMITED, {"Retry-After": "1"}), (200, bodies.QUERY_STRING))
+    assert AgoraHook(retry_policy=FAST_RETRIES).query(RID, SID, "mix") == bodies.QUERY_STRING
+    assert len(scripted.times) == 2
+    assert scripted.times[1] - scripted.times[0] >= 1.0
+
+
+@pytest.mark.parametrize(
+    ("retry_after", "planned"),
+    [
+        ("3600", 60.0),  # capped: a retry never waits longer than a minute
+        ("7", 7.0),
+    ],
+)
+def test_retry_after_seconds_are_honoured_up_to_a_minute(
+    hook: AgoraHook, requests_mock: rm.Mocker, monkeypatch: pytest.MonkeyPatch, retry_after: str, planned: float
+) -> None:
+    waits: list[float] = []
+    monkeypatch.setattr("tenacity.nap.time.sleep", waits.append)
+    requests_mock.get(
+        PRIMARY + QUERY_PATH,
+        [answer(429, bodies.RATE_LIMITED, **{"Retry-After": retry_after}), answer(200, bodies.QUERY_STRING)],
+    )
+    hook.query(RID, SID, "mix")
+    assert waits == [planned]  # FAST_RETRIES' own back-off is far below either
+
+
+def test_retry_after_as_an_http_date(
+    hook: AgoraHook, requests_mock: rm.Mocker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    waits: list[float] = []
+    monkeypatch.setattr("tenacity.nap.time.sleep", waits.append)
+    in_30_seconds = formatdate(time.time() + 30, usegmt=True)
+    far_future = formatdate(time.time() + 3600, usegmt=True)
+    requests_mock.get(
+        PRIMARY + QUERY_PATH,
+        [
+            answer(429, bodies.RATE_LIMITED, **{"Retry-After": in_30_seconds}),
+            answer(429, bodies.RATE_LIMITED, **{"Retry-After": far_future}),
+            answer(200, bodies.QUERY_STRING),
+        ],
+    )
+    hook.query(RID, SID, "mix")
+    assert len(waits) == 2
+    assert 28.0 <= waits[0] <= 30.0  # the date has one-second resolution
+    assert waits[1] == 60.0

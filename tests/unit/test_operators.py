@@ -70,22 +70,24 @@ def test_web_recording_acquires_with_the_web_scene(scripted: ScriptedAgora) -> N
     assert scripted.requests[1][1].endswith("/resourceid/rid/mode/web/start")
 
 
-def test_start_retries_a_5xx_with_the_same_request(agora_conn: AgoraSimulator, monkeypatch: pytest.MonkeyPatch) -> None:
-    waits: list[float] = []
-    monkeypatch.setattr("tenacity.nap.time.sleep", waits.append)
-    task = start_task()
-    agora_conn.faults.fail_next(1, status=500)  # consumed by acquire, which retries too
-    started = task.execute({})
+def start_attempts(simulator: AgoraSimulator) -> list[tuple[str, int, float]]:
+    """(endpoint, HTTP status, arrival time) of every request, from the simulator's log."""
+    return [(r.path.rsplit("/", 1)[-1], r.status, r.time) for r in simulator.request_log]
+
+
+def test_start_retries_a_5xx_on_start_after_agoras_three_seconds(agora_conn: AgoraSimulator) -> None:
+    """Agora's integration guide: retry a failed start after 3, 6, 9 s. The 500 hits start itself."""
+    agora_conn.faults.fail_next(1, status=500, operation="start")
+    started = start_task().execute({})
+    attempts = start_attempts(agora_conn)
+    assert [(name, status) for name, status, _ in attempts] == [("acquire", 200), ("start", 500), ("start", 200)]
+    (_, _, failed_at), (_, _, retried_at) = attempts[1], attempts[2]
+    assert retried_at - failed_at >= 3.0  # never sooner than Agora's first wait
     assert started["sid"]
-    statuses = [(r.path.rsplit("/", 1)[-1], r.status) for r in agora_conn.request_log]
-    assert statuses == [("acquire", 500), ("acquire", 200), ("start", 200)]
 
 
-def test_start_retries_code_65_after_agoras_three_seconds(
-    scripted: ScriptedAgora, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    waits: list[float] = []
-    monkeypatch.setattr("tenacity.nap.time.sleep", waits.append)
+def test_start_retries_code_65_with_the_same_request_after_three_seconds(scripted: ScriptedAgora) -> None:
+    """HTTP 206 code 65: the request reached Agora and timed out there; send the same one again."""
     scripted.script(
         (200, {"resourceId": "rid"}),
         (206, {"code": 65, "reason": "request not completed"}),
@@ -93,7 +95,8 @@ def test_start_retries_code_65_after_agoras_three_seconds(
     )
     assert start_task().execute({})["sid"] == "abc"
     assert [path.rsplit("/", 1)[-1] for _, path, _ in scripted.requests] == ["acquire", "start", "start"]
-    assert 3.0 <= max(waits) <= 6.0  # Agora: retry code 65 after 3 s (plus jitter)
+    assert scripted.bodies[2] == scripted.bodies[1]
+    assert scripted.times[2] - scripted.times[1] >= 3.0  # Agora: retry code 65 after 3 s
 
 
 def test_start_never_retries_a_4xx(scripted: ScriptedAgora) -> None:
@@ -112,6 +115,20 @@ def test_storage_credentials_are_masked_once_rendered(agora_conn: AgoraSimulator
     assert sorted(sensitive_values({"a": [{"token": "t1"}], "storageConfig": STORAGE})) == sorted(
         ["t1", "AKIA-test-access", "test-storage-secret", "test-sts-token"]
     )
+
+
+def test_templated_storage_credentials_are_masked_once_rendered(agora_conn: AgoraSimulator) -> None:
+    """Values known only after rendering (from a connection or params) are masked too, not just literals.
+
+    Airflow's redactor masks ``secretKey`` and ``stsToken`` by their key names on its own; ``accessKey``
+    and a key inside a log line are masked only because the operator registers the rendered values.
+    """
+    storage = {**STORAGE, "accessKey": "{{ params.access }}", "secretKey": "{{ params.secret }}"}
+    task = start_task(client_request={"storageConfig": storage})
+    task.render_template_fields({"params": {"access": "AKIA-rendered-access", "secret": "rendered-secret"}})
+    assert task.client_request["storageConfig"]["accessKey"] == "AKIA-rendered-access"
+    assert redact(task.client_request)["storageConfig"]["accessKey"] == "***"
+    assert redact("uploading with AKIA-rendered-access and rendered-secret") == "uploading with *** and ***"
 
 
 @pytest.mark.parametrize(
