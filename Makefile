@@ -10,7 +10,7 @@ VENV ?= .venv
 VENV_AIRFLOW_2 ?= .venv-airflow2
 BIN := $(VENV)/bin
 
-.PHONY: test test-unit lint typecheck package pytest pytest-airflow2 browser demo clean
+.PHONY: test test-unit lint typecheck package pytest pytest-airflow2 browser redis-server demo clean
 
 # One virtual environment per Airflow line; the stamp names the version it holds.
 $(VENV)/.installed-$(AIRFLOW_3): pyproject.toml
@@ -52,11 +52,15 @@ INTEGRATION := -m pytest -q -p no:cacheprovider tests/integration
 test-unit: $(VENV)/.installed-$(AIRFLOW_3)
 	$(BIN)/python $(UNIT)
 
-pytest: $(VENV)/.installed-$(AIRFLOW_3) browser
+# Debian's redis-server for the shared-budget tests (skipped without it); the tests start their own.
+redis-server:
+	sh scripts/install-redis.sh
+
+pytest: $(VENV)/.installed-$(AIRFLOW_3) browser redis-server
 	$(BIN)/python $(UNIT)
 	$(BIN)/python $(INTEGRATION)
 
-pytest-airflow2: $(VENV_AIRFLOW_2)/.installed-$(AIRFLOW_2)
+pytest-airflow2: $(VENV_AIRFLOW_2)/.installed-$(AIRFLOW_2) redis-server
 	$(VENV_AIRFLOW_2)/bin/python $(UNIT)
 	$(VENV_AIRFLOW_2)/bin/python $(INTEGRATION)
 
@@ -73,8 +77,9 @@ clean:
 # serves it, and the example pipeline (poke and deferrable) on each line: compat/check_compat.py.
 # Each line gets its own virtual environment with the provider installed editable, no extras.
 # Airflow's constraint files cannot be fetched here, and plain pip pulls dependencies released after
-# the Airflow release that break it (3.2.2: cadwyn 9, newer fastapi/svcs), so uv resolves every line
-# as of the day after its release (--exclude-newer, midnight UTC).
+# the Airflow release that break Airflow itself (3.0.6: fastapi >= 0.117, PyJWT >= 2.11; 3.2.2:
+# fastapi >= 0.137, svcs 26), so uv resolves every line as of the day after its release
+# (--exclude-newer, midnight UTC), from a uv of its own in .venv-tools.
 UV_VERSION ?= 0.13.9
 UV_VENV ?= .venv-tools
 UV := $(UV_VENV)/bin/uv

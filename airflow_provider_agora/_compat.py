@@ -58,7 +58,38 @@ try:  # Airflow 3.0+
 except ImportError:
     from airflow.utils.context import Context  # type: ignore[no-redef,attr-defined,assignment]
 
+
+def _airflow_line() -> tuple[int, int]:
+    from airflow import __version__
+
+    major, minor = __version__.split(".")[:2]
+    return int(major), int(minor)
+
+
+# Airflow 3.0's task API refuses an XCom whose value is None (apache/airflow#55062, fixed in 3.1.0;
+# the 3.0 backport came after 3.0.6, the last 3.0 release). Results have None values (a stop's
+# status), so on 3.0 the provider pushes the keys of a result itself and leaves the None ones out.
+XCOM_ACCEPTS_NONE = not (3, 0) <= _airflow_line() < (3, 1)
+
+
+def key_outputs_default(kwargs: dict[str, Any]) -> bool:
+    """Set ``multiple_outputs`` in an operator's kwargs; True when the provider must push the keys itself."""
+    if "multiple_outputs" in kwargs:
+        return False
+    kwargs["multiple_outputs"] = XCOM_ACCEPTS_NONE
+    return not XCOM_ACCEPTS_NONE
+
+
+def push_keys(context: Any, result: Any) -> None:
+    """Each key of ``result`` with a value as its own XCom, as ``multiple_outputs`` would (Airflow 3.0)."""
+    if isinstance(result, dict):
+        for key, value in result.items():
+            if value is not None:
+                context["ti"].xcom_push(key=key, value=value)
+
+
 __all__ = [
+    "XCOM_ACCEPTS_NONE",
     "AirflowException",
     "AirflowFailException",
     "AirflowNotFoundException",
@@ -73,7 +104,9 @@ __all__ = [
     "TaskDeferred",
     "aget_connection",
     "conf",
+    "key_outputs_default",
     "mask_secret",
+    "push_keys",
 ]
 
 

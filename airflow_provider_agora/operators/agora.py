@@ -5,7 +5,14 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from airflow_provider_agora._compat import AirflowFailException, AirflowSkipException, BaseOperator, mask_secret
+from airflow_provider_agora._compat import (
+    AirflowFailException,
+    AirflowSkipException,
+    BaseOperator,
+    key_outputs_default,
+    mask_secret,
+    push_keys,
+)
 from airflow_provider_agora._connection_form import DEFAULT_CONN_ID
 from airflow_provider_agora._protocol import (
     CODE_INVALID_OPERATION,
@@ -108,7 +115,7 @@ class AgoraStartRecordingOperator(BaseOperator):
         agora_conn_id: str = DEFAULT_CONN_ID,
         **kwargs: Any,
     ) -> None:
-        kwargs.setdefault("multiple_outputs", True)
+        self._push_keys = key_outputs_default(kwargs)
         super().__init__(**kwargs)
         self.cname = cname
         self.uid = uid
@@ -127,6 +134,12 @@ class AgoraStartRecordingOperator(BaseOperator):
             mask_secret(secret)
 
     def execute(self, context: Context) -> StartResult:
+        result = self._start(context)
+        if self._push_keys:
+            push_keys(context, result)
+        return result
+
+    def _start(self, context: Context) -> StartResult:
         try:
             mode = check_recording_mode(self.recording_mode)
             cname = check_cname(self.cname)
@@ -213,7 +226,7 @@ class AgoraStopRecordingOperator(BaseOperator):
         agora_conn_id: str = DEFAULT_CONN_ID,
         **kwargs: Any,
     ) -> None:
-        kwargs.setdefault("multiple_outputs", True)
+        self._push_keys = key_outputs_default(kwargs)
         super().__init__(**kwargs)
         self.resource_id = resource_id
         self.sid = sid
@@ -242,6 +255,12 @@ class AgoraStopRecordingOperator(BaseOperator):
                 )
 
     def execute(self, context: Context) -> StopResult:
+        result = self._stop(context)
+        if self._push_keys:
+            push_keys(context, result)
+        return result
+
+    def _stop(self, context: Context) -> StopResult:
         hook = _hook(self.agora_conn_id)
         try:
             self._check_choices()

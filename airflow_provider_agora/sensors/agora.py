@@ -18,6 +18,8 @@ from airflow_provider_agora._compat import (
     PokeReturnValue,
     TaskDeferred,
     conf,
+    key_outputs_default,
+    push_keys,
 )
 from airflow_provider_agora._connection_form import DEFAULT_CONN_ID
 from airflow_provider_agora._waiting import (
@@ -98,7 +100,7 @@ class AgoraRecordingQuerySensor(BaseSensorOperator):
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         **kwargs: Any,
     ) -> None:
-        kwargs.setdefault("multiple_outputs", True)
+        self._push_keys = key_outputs_default(kwargs)
         super().__init__(**kwargs)
         # Assigned verbatim: templates are rendered after __init__, values are checked at run time.
         self.resource_id = resource_id
@@ -189,6 +191,8 @@ class AgoraRecordingQuerySensor(BaseSensorOperator):
             self._forget(context)
             raise
         self._forget(context)
+        if self._push_keys:
+            push_keys(context, result)
         return result
 
     def _wait(self, context: Context) -> RecordingResult | None:
@@ -240,7 +244,10 @@ class AgoraRecordingQuerySensor(BaseSensorOperator):
         self._forget(context)
         if event["status"] == EVENT_SUCCESS:
             self.log.info("%s", message)
-            return cast("RecordingResult | None", event.get("result"))
+            result = cast("RecordingResult | None", event.get("result"))
+            if self._push_keys:
+                push_keys(context, result)
+            return result
         if event["status"] == EVENT_FAILURE:
             raise AirflowFailException(message)
         if event["status"] == EVENT_TIMEOUT:
