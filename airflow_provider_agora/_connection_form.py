@@ -34,6 +34,8 @@ UI_FIELD_BEHAVIOUR: dict[str, Any] = {
         "app_id": "32-character App ID with Cloud Recording enabled",
         "max_requests_per_second": str(DEFAULT_MAX_REQUESTS_PER_SECOND),
         "timeout": str(int(DEFAULT_TIMEOUT_SECONDS)),
+        "redis_conn_id": "redis_default",
+        "redis_fallback_share": "0.1",
     },
 }
 
@@ -45,13 +47,26 @@ CONN_FIELDS: dict[str, dict[str, Any]] = {
     },
     "max_requests_per_second": {
         "label": "Max requests per second",
-        "description": "Default 10, Agora's limit. Every task and trigger of one process shares this budget.",
+        "description": "Default 10, Agora's limit. Shared by every task and trigger of one process, or of the "
+        "whole deployment with a Redis connection below.",
         "schema": {"type": ["integer", "null"], "minimum": 1},
     },
     "timeout": {
         "label": "Request timeout (seconds)",
         "description": "Default 30. Timeout of one HTTP request; a synchronous stop can take up to 20 seconds.",
         "schema": {"type": ["number", "null"], "minimum": 1},
+    },
+    "redis_conn_id": {
+        "label": "Redis connection id (shared budget)",
+        "description": "Optional: a connection of type redis. Every process of the deployment then shares one "
+        "request budget for this account (needs airflow-provider-agora[redis]).",
+        "schema": {"type": ["string", "null"]},
+    },
+    "redis_fallback_share": {
+        "label": "Share per process while Redis is down",
+        "description": "Default 0.1: while Redis cannot be reached, each process keeps to this share of "
+        "Max requests per second.",
+        "schema": {"type": ["number", "null"], "exclusiveMinimum": 0, "maximum": 1},
     },
 }
 

@@ -54,6 +54,11 @@ class Endpoint:
     method: str
     path: str
 
+    @property
+    def is_control(self) -> bool:
+        """Everything but ``query`` changes a recording: it goes ahead of polls in the budget."""
+        return self.operation != "query"
+
 
 def _short(value: object) -> str:
     text = repr(value)

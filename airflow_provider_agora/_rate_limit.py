@@ -4,9 +4,11 @@ Agora allows 10 requests per second. A token bucket with a burst above one break
 an idle spell (a full bucket plus the refill lands more than the limit in one second); spacing
 requests evenly cannot. Two steps:
 
-1. A new request reserves the next free slot, slots ``1.02 / rate`` seconds apart, first come
-   first served: concurrent waits are served in turn and none starves. A retry skips the queue
-   (it was already served once) and only respects step 2.
+1. A new poll (``query``) reserves the next free slot, slots ``1.02 / rate`` seconds apart, first
+   come first served: concurrent waits are served in turn and none starves. A retry skips the
+   queue (it was already served once), and so do control calls (``acquire``, ``start``, ``stop``,
+   ``update``, ``updateLayout``), so that ``start`` follows its ``acquire`` within Agora's two
+   seconds however many waits fill the budget; they only respect step 2.
 2. A request then occupies the window from the moment it is sent until ``WINDOW_SECONDS`` after
    its answer arrived, and is sent only while fewer than ``rate`` requests occupy it. A request
    reaches Agora somewhere between those two moments, so however long it waits for a connection
@@ -52,6 +54,17 @@ class RequestSpacer:
         with self._lock:
             self.max_requests_per_second = min(self.max_requests_per_second, max_requests_per_second)
 
+    def hold_back(self, seconds: float) -> None:
+        """Act as if the window were full for ``seconds``: used when this budget takes over from
+        another one whose recent requests it cannot see (the shared budget in Redis)."""
+        with self._lock:
+            until = self._clock() + seconds
+            self._next_free = max(self._next_free, until)
+            for _ in range(self.max_requests_per_second):
+                send = _Send()
+                send.until = until
+                self._window.append(send)
+
     def reserve(self) -> float:
         """Reserve the next send slot; return how many seconds to wait for it."""
         with self._lock:
@@ -78,9 +91,10 @@ class RequestSpacer:
             send.until = self._clock() + WINDOW_SECONDS
 
     @contextmanager
-    def sending(self, *, queue: bool = True) -> Iterator[None]:
-        """Hold a place in the window for one request (blocking)."""
-        delay = self.reserve() if queue else 0.0
+    def sending(self, *, queue: bool = True, control: bool = False) -> Iterator[None]:
+        """Hold a place in the window for one request (blocking). Control calls and retries
+        (``queue=False``) do not queue behind polls: they only wait for a place in the window."""
+        delay = self.reserve() if queue and not control else 0.0
         if delay > 0:
             time.sleep(delay)
         send, delay = self.claim()
@@ -93,9 +107,9 @@ class RequestSpacer:
             self.release(send)
 
     @asynccontextmanager
-    async def asending(self, *, queue: bool = True) -> AsyncIterator[None]:
+    async def asending(self, *, queue: bool = True, control: bool = False) -> AsyncIterator[None]:
         """Hold a place in the window for one request, without blocking the event loop."""
-        delay = self.reserve() if queue else 0.0
+        delay = self.reserve() if queue and not control else 0.0
         if delay > 0:
             await asyncio.sleep(delay)
         send, delay = self.claim()

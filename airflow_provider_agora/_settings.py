@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import ipaddress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -20,7 +20,24 @@ from airflow_provider_agora.exceptions import AgoraConfigurationError
 PRIMARY_BASE_URLS = ("https://api.agora.io", "https://api.sd-rtn.com")
 
 
-__all__ = ["AgoraSettings"]
+# Without Redis, or while it cannot be reached, each process keeps this share of the account's
+# budget for itself: conservative, because nobody knows how many processes do the same.
+DEFAULT_REDIS_FALLBACK_SHARE = 0.1
+
+__all__ = ["AgoraSettings", "RedisSettings"]
+
+
+@dataclass(frozen=True)
+class RedisSettings:
+    """Where the account's shared request budget lives: an Airflow connection of type ``redis``."""
+
+    conn_id: str
+    host: str
+    port: int
+    db: int
+    ssl: bool
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -34,6 +51,9 @@ class AgoraSettings:
     app_id: str | None
     max_requests_per_second: int
     timeout: float
+    redis_conn_id: str | None = None
+    redis_fallback_share: float = DEFAULT_REDIS_FALLBACK_SHARE
+    redis: RedisSettings | None = None  # filled in by the hooks from ``redis_conn_id``
 
     @property
     def basic_token(self) -> str:
@@ -134,6 +154,19 @@ def settings_from_connection(
         integer=True,
     )
     timeout = _positive_number(conn_id, "timeout", extra.get("timeout"), DEFAULT_TIMEOUT_SECONDS, integer=False)
+    redis_conn_id = extra.get("redis_conn_id") or None
+    if redis_conn_id is not None and not isinstance(redis_conn_id, str):
+        raise AgoraConfigurationError(
+            f"Extra field 'redis_conn_id' of connection {conn_id!r} must be the id of a connection of type redis."
+        )
+    share = _positive_number(
+        conn_id, "redis_fallback_share", extra.get("redis_fallback_share"), DEFAULT_REDIS_FALLBACK_SHARE, integer=False
+    )
+    if share > 1:
+        raise AgoraConfigurationError(
+            f"Extra field 'redis_fallback_share' of connection {conn_id!r} is the share of the account's budget "
+            f"one process may use while Redis is unreachable: a number above 0 and at most 1, got {share!r}."
+        )
     return AgoraSettings(
         conn_id=conn_id,
         customer_id=login,
@@ -142,6 +175,8 @@ def settings_from_connection(
         app_id=app_id,
         max_requests_per_second=int(rate),
         timeout=timeout,
+        redis_conn_id=redis_conn_id,
+        redis_fallback_share=share,
     )
 
 
@@ -169,3 +204,34 @@ def settings_of(conn_id: str, conn: Any) -> AgoraSettings:
     mask_secret(settings.basic_token)
     mask_secret(settings.authorization)
     return settings
+
+
+def with_redis(settings: AgoraSettings, conn: Any) -> AgoraSettings:
+    """``settings`` with the Redis connection its ``redis_conn_id`` names (``conn`` None: it does not exist)."""
+    from airflow_provider_agora._compat import mask_secret
+
+    if conn is None:
+        raise AgoraConfigurationError(
+            f"Connection {settings.conn_id!r} names redis_conn_id {settings.redis_conn_id!r}, which does not exist: "
+            f"create a connection of type redis with that id, or remove redis_conn_id to keep the budget per process."
+        )
+    extra = conn.extra_dejson if conn.extra else {}
+    if conn.password:
+        mask_secret(conn.password)
+    try:
+        db = int(extra.get("db") or conn.schema or 0)
+    except (TypeError, ValueError):
+        raise AgoraConfigurationError(
+            f"Redis connection {settings.redis_conn_id!r} has db {extra.get('db')!r}: use a database number such as 0."
+        ) from None
+    ssl = extra.get("ssl", False)
+    redis = RedisSettings(
+        conn_id=str(settings.redis_conn_id),
+        host=conn.host or "localhost",
+        port=int(conn.port or 6379),
+        db=db,
+        ssl=ssl is True or str(ssl).lower() in ("true", "1", "yes"),
+        username=conn.login or None,
+        password=conn.password or None,
+    )
+    return replace(settings, redis=redis)

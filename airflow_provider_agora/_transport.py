@@ -16,12 +16,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, NamedTuple, NoReturn
+from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn
 
 from airflow_provider_agora import __version__
 from airflow_provider_agora._protocol import JSON_HEADERS, Endpoint, interpret_response
 from airflow_provider_agora._rate_limit import RequestSpacer, spacer_for
 from airflow_provider_agora._settings import AgoraSettings
+
+if TYPE_CHECKING:
+    from airflow_provider_agora._shared_budget import SharedBudget
 from airflow_provider_agora.exceptions import AgoraConnectError, AgoraTimeoutError, AgoraTransportError
 
 log = logging.getLogger(__name__)
@@ -96,6 +99,15 @@ def classify_transport_failure(error: BaseException) -> TransportFault | None:
     return next((fault for name, fault in _FAULTS if name in names), None)
 
 
+def budget_for(settings: AgoraSettings) -> RequestSpacer | SharedBudget:
+    """The account's budget: shared through Redis when the connection names one, else this process's."""
+    if settings.redis is not None:
+        from airflow_provider_agora._shared_budget import shared_budget_for
+
+        return shared_budget_for(settings)
+    return spacer_for(settings.customer_id, settings.max_requests_per_second)
+
+
 class Answer(NamedTuple):
     body: dict[str, Any]  # Agora's JSON object, as sent
     request_id: str | None
@@ -106,7 +118,7 @@ class Transport:
 
     def __init__(self, settings: AgoraSettings) -> None:
         self.settings = settings
-        self.budget: RequestSpacer = spacer_for(settings.customer_id, settings.max_requests_per_second)
+        self.budget: RequestSpacer | SharedBudget = budget_for(settings)
         self._base_url_index = 0
 
     @property

@@ -17,6 +17,7 @@ __all__ = [
     "CUSTOMER_ID",
     "CUSTOMER_SECRET",
     "FAST_RETRIES",
+    "RedisServer",
     "ScriptedAgora",
     "ScriptedAnswer",
     "TaskStateStore",
@@ -137,3 +138,83 @@ class TaskStateStore:
 
     def delete(self, key: str) -> None:
         self.values.pop(key, None)
+
+
+class RedisServer:
+    """A real ``redis-server`` (Debian's package) on a free loopback port, started and stopped by a test.
+
+    ``stop`` and ``start`` again keep the port, so clients see an outage and a recovery.
+    """
+
+    PASSWORD = "redis-test-pw-Hq7v"  # distinctive, so that a leak is easy to find
+
+    def __init__(self) -> None:
+        import shutil
+        import socket
+
+        self.binary = shutil.which("redis-server")
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = int(probe.getsockname()[1])
+        self.process: Any = None
+
+    @property
+    def available(self) -> bool:
+        return self.binary is not None
+
+    def start(self) -> RedisServer:
+        import subprocess
+
+        assert self.binary is not None
+        self.process = subprocess.Popen(
+            [
+                self.binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--requirepass",
+                self.PASSWORD,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        self._wait_until_it_answers()
+        return self
+
+    def _wait_until_it_answers(self) -> None:
+        import redis
+
+        client = redis.Redis(host="127.0.0.1", port=self.port, password=self.PASSWORD, socket_timeout=1)
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                client.ping()
+                client.close()
+                return
+            except redis.ConnectionError:
+                if time.monotonic() > deadline or self.process.poll() is not None:
+                    raise
+                time.sleep(0.02)  # polling the server's readiness, with a deadline
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=20)
+        self.process = None
+
+    def client(self) -> Any:
+        import redis
+
+        return redis.Redis(host="127.0.0.1", port=self.port, password=self.PASSWORD, decode_responses=True)
+
+    def connection_uri(self, password: str | None = None) -> str:
+        """``AIRFLOW_CONN_…`` value of an Airflow ``redis`` connection to this server."""
+        from urllib.parse import quote
+
+        secret = quote(password if password is not None else self.PASSWORD, safe="")
+        return f"redis://:{secret}@127.0.0.1:{self.port}/0"

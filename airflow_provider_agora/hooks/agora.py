@@ -32,7 +32,7 @@ from airflow_provider_agora._protocol import (
     start_endpoint,
 )
 from airflow_provider_agora._retry import RetryPolicy
-from airflow_provider_agora._settings import AgoraSettings, missing_connection, settings_of
+from airflow_provider_agora._settings import AgoraSettings, missing_connection, settings_of, with_redis
 from airflow_provider_agora._transport import Transport
 from airflow_provider_agora.exceptions import (
     AgoraApiError,
@@ -116,7 +116,14 @@ class AgoraHook(_AgoraHookBase):
             connection = self.get_connection(self.agora_conn_id)
         except AirflowNotFoundException as error:
             raise missing_connection(self.agora_conn_id) from error
-        return settings_of(self.agora_conn_id, connection)
+        settings = settings_of(self.agora_conn_id, connection)
+        if settings.redis_conn_id is None:
+            return settings
+        try:
+            redis_connection = self.get_connection(settings.redis_conn_id)
+        except AirflowNotFoundException:
+            redis_connection = None
+        return with_redis(settings, redis_connection)
 
     @cached_property
     def transport(self) -> Transport:
@@ -153,7 +160,7 @@ class AgoraHook(_AgoraHookBase):
         transport = self.transport
         url = transport.url(endpoint)
         try:
-            with transport.budget.sending(queue=queue):
+            with transport.budget.sending(queue=queue, control=endpoint.is_control):
                 response = self.session.request(endpoint.method, url, json=body, timeout=timeout)
         except requests.RequestException as error:
             transport.raise_failure(error, endpoint, url=url, sid=sid, timeout=timeout)
@@ -347,7 +354,14 @@ class AgoraAsyncHook(_AgoraHookBase):
                 connection = await aget_connection(self.agora_conn_id)
             except AirflowNotFoundException as error:
                 raise missing_connection(self.agora_conn_id) from error
-            self._settings = settings_of(self.agora_conn_id, connection)
+            settings = settings_of(self.agora_conn_id, connection)
+            if settings.redis_conn_id is not None:
+                try:
+                    redis_connection = await aget_connection(settings.redis_conn_id)
+                except AirflowNotFoundException:
+                    redis_connection = None
+                settings = with_redis(settings, redis_connection)
+            self._settings = settings
         return self._settings
 
     async def _shared_client(self) -> _SharedClient:
@@ -379,7 +393,7 @@ class AgoraAsyncHook(_AgoraHookBase):
         url = transport.url(endpoint)
         shared.in_flight += 1
         try:
-            async with transport.budget.asending(queue=queue):
+            async with transport.budget.asending(queue=queue, control=endpoint.is_control):
                 response: httpx.Response = await shared.http.request(endpoint.method, url, json=body)
         except httpx.TransportError as error:
             transport.raise_failure(error, endpoint, url=url, sid=sid, timeout=timeout)
