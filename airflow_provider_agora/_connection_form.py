@@ -62,6 +62,17 @@ CONN_FIELDS: dict[str, dict[str, Any]] = {
         "request budget for this account (needs airflow-provider-agora[redis]).",
         "schema": {"type": ["string", "null"]},
     },
+    "ncs_secret": {
+        "label": "Notification secret (NCS)",
+        "description": "Optional: the Secret of Cloud Recording's notifications in Agora Console. Agora then posts "
+        "recording events to /agora/ncs/<this connection id> on Airflow 3's API server (needs a Redis connection).",
+        "schema": {"type": ["string", "null"], "format": "password"},
+    },
+    "ncs_previous_secret": {
+        "label": "Previous notification secret",
+        "description": "Optional: while you rotate the secret in Agora Console, the old one is accepted too.",
+        "schema": {"type": ["string", "null"], "format": "password"},
+    },
     "redis_fallback_share": {
         "label": "Share per process while Redis is down",
         "description": "Default 0.1: while Redis cannot be reached, each process keeps to this share of "
@@ -100,12 +111,13 @@ def connection_form_widgets() -> dict[str, Any]:
     placeholders (``get_ui_field_behaviour``).
     """
     try:
-        from wtforms import IntegerField, StringField
+        from wtforms import IntegerField, PasswordField, StringField
         from wtforms.validators import NumberRange, Optional
     except ImportError:
         return {}
     lazy_gettext = _optional_attribute("flask_babel", "lazy_gettext") or str
     text_widget = _optional_attribute("flask_appbuilder.fieldwidgets", "BS3TextFieldWidget")
+    password_widget = _optional_attribute("flask_appbuilder.fieldwidgets", "BS3PasswordFieldWidget")
 
     kinds = {"string": StringField, "integer": IntegerField, "number": StringField}
     widgets: dict[str, Any] = {}
@@ -115,7 +127,10 @@ def connection_form_widgets() -> dict[str, Any]:
         if json_type == "integer" and "minimum" in spec["schema"]:
             validators.append(NumberRange(min=spec["schema"]["minimum"]))
         options: dict[str, Any] = {"description": spec.get("description"), "validators": validators}
-        if text_widget is not None:
-            options["widget"] = text_widget()
-        widgets[name] = kinds[json_type](lazy_gettext(spec["label"]), **options)
+        is_secret = spec["schema"].get("format") == "password"
+        widget = password_widget if is_secret else text_widget
+        if widget is not None:
+            options["widget"] = widget()
+        field_class = PasswordField if is_secret else kinds[json_type]
+        widgets[name] = field_class(lazy_gettext(spec["label"]), **options)
     return widgets

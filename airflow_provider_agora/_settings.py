@@ -54,6 +54,7 @@ class AgoraSettings:
     redis_conn_id: str | None = None
     redis_fallback_share: float = DEFAULT_REDIS_FALLBACK_SHARE
     redis: RedisSettings | None = None  # filled in by the hooks from ``redis_conn_id``
+    receives_notifications: bool = False  # ncs_secret is set: Agora's notifications arrive in Redis
 
     @property
     def basic_token(self) -> str:
@@ -177,6 +178,7 @@ def settings_from_connection(
         timeout=timeout,
         redis_conn_id=redis_conn_id,
         redis_fallback_share=share,
+        receives_notifications=bool(extra.get("ncs_secret")),
     )
 
 
@@ -203,6 +205,10 @@ def settings_of(conn_id: str, conn: Any) -> AgoraSettings:
     mask_secret(settings.customer_secret)
     mask_secret(settings.basic_token)
     mask_secret(settings.authorization)
+    extra = conn.extra_dejson if conn.extra else {}
+    for name in ("ncs_secret", "ncs_previous_secret"):
+        if extra.get(name):
+            mask_secret(str(extra[name]))
     return settings
 
 

@@ -109,7 +109,7 @@ def _keys(customer_id: str) -> list[str]:
     return [f"{prefix}:window", f"{prefix}:queue", f"{prefix}:alive", f"{prefix}:seq"]
 
 
-def _client_options(redis: RedisSettings) -> dict[str, Any]:
+def client_options(redis: RedisSettings) -> dict[str, Any]:
     from redis.backoff import NoBackoff
     from redis.retry import Retry
 
@@ -211,7 +211,7 @@ class SharedBudget:
         if self._client is None:
             import redis
 
-            self._client = redis.Redis(**_client_options(self.redis_settings)).register_script(_SCRIPT)
+            self._client = redis.Redis(**client_options(self.redis_settings)).register_script(_SCRIPT)
         return self._client
 
     def _call(self, op: str, ticket: str, priority: int) -> tuple[bool, float]:
@@ -275,7 +275,7 @@ class SharedBudget:
         if script is None:
             import redis.asyncio
 
-            script = redis.asyncio.Redis(**_client_options(self.redis_settings)).register_script(_SCRIPT)
+            script = redis.asyncio.Redis(**client_options(self.redis_settings)).register_script(_SCRIPT)
             self._async_clients[loop] = script
         return script
 

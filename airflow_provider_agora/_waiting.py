@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields, replace
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from airflow_provider_agora._protocol import check_path_parameter, check_recording_mode
 from airflow_provider_agora.exceptions import (
@@ -20,7 +20,16 @@ from airflow_provider_agora.exceptions import (
     AgoraNotFoundError,
     AgoraRouteNotFoundError,
 )
-from airflow_provider_agora.results import RecordingResult, RecordingSnapshot, parse_recording, recording_result
+from airflow_provider_agora.results import (
+    RecordingFile,
+    RecordingResult,
+    RecordingSnapshot,
+    parse_recording,
+    recording_result,
+)
+
+if TYPE_CHECKING:
+    from airflow_provider_agora.notifications import Notification
 
 # serverResponse.status, as Agora documents it (query reference).
 STATUS_MEANINGS = {
@@ -36,6 +45,7 @@ STATUS_MEANINGS = {
     20: "exited abnormally",
 }
 LAST_LIFECYCLE_STATUS = 8
+FATAL_ERROR_LEVEL = 5  # Agora: "may cause the recording to exit ... call query"
 ON_NOT_FOUND_CHOICES = ("fail", "succeed")
 _FILES_IN_MESSAGE = 20
 
@@ -78,6 +88,7 @@ class WaitSpec:
     failure_statuses: tuple[int, ...] = (20,)
     not_found_grace_period: float = 90.0
     on_not_found: str = "fail"
+    exit_files_grace_period: float = 30.0
 
     @classmethod
     def checked(cls, **values: Any) -> WaitSpec:
@@ -112,6 +123,11 @@ class WaitSpec:
             raise AgoraConfigurationError(
                 f"not_found_grace_period for recording sid={sid} must be a number of seconds >= 0, got {grace!r}."
             )
+        exit_grace = _number_from_template(values.get("exit_files_grace_period", 30.0), float)
+        if isinstance(exit_grace, bool) or not isinstance(exit_grace, (int, float)) or exit_grace < 0:
+            raise AgoraConfigurationError(
+                f"exit_files_grace_period for recording sid={sid} must be a number of seconds >= 0, got {exit_grace!r}."
+            )
         on_not_found = values.get("on_not_found", "fail")
         if on_not_found not in ON_NOT_FOUND_CHOICES:
             raise AgoraConfigurationError(
@@ -125,6 +141,7 @@ class WaitSpec:
             failure_statuses=failures,
             not_found_grace_period=float(grace),
             on_not_found=on_not_found,
+            exit_files_grace_period=float(exit_grace),
         )
 
     def result(self, snapshot: RecordingSnapshot, ended_by: str | None) -> RecordingResult:
@@ -142,9 +159,19 @@ class WaitMemory:
 
     not_found_since: float | None = None
     last_seen: RecordingResult | None = None
+    exit_seen_at: float | None = None  # when a normal exit (11) was first seen without files (31)
+    acted_on: tuple[str, ...] = ()  # noticeIds of fail-overs and fatal errors already acted on
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        """JSON for the task state store and trigger kwargs; notification fields only once used."""
+        data = asdict(self)
+        if self.exit_seen_at is None:
+            del data["exit_seen_at"]
+        if self.acted_on:
+            data["acted_on"] = list(self.acted_on)
+        else:
+            del data["acted_on"]
+        return data
 
     @classmethod
     def from_json(cls, data: Any) -> WaitMemory:
@@ -152,9 +179,13 @@ class WaitMemory:
             return cls()
         since = data.get("not_found_since")
         last_seen = data.get("last_seen")
+        exit_seen_at = data.get("exit_seen_at")
+        acted_on = data.get("acted_on")
         return cls(
             not_found_since=float(since) if isinstance(since, (int, float)) else None,
             last_seen=cast(RecordingResult, last_seen) if isinstance(last_seen, dict) else None,
+            exit_seen_at=float(exit_seen_at) if isinstance(exit_seen_at, (int, float)) else None,
+            acted_on=tuple(str(item) for item in acted_on) if isinstance(acted_on, list) else (),
         )
 
 
@@ -164,6 +195,7 @@ class Decision:
     memory: WaitMemory
     message: str
     result: RecordingResult | None = None
+    query_now: bool = False  # a notification asks for a query at once, not at the next interval
 
 
 def decide_on_answer(spec: WaitSpec, memory: WaitMemory, body: Any) -> Decision:
@@ -171,7 +203,7 @@ def decide_on_answer(spec: WaitSpec, memory: WaitMemory, body: Any) -> Decision:
     snapshot = parse_recording(body, sid=spec.sid, require_status=True)
     status = snapshot.status
     seen = spec.result(snapshot, ended_by=None)
-    memory = WaitMemory(not_found_since=None, last_seen=seen)
+    memory = replace(memory, not_found_since=None, last_seen=seen)
     files = describe_files(snapshot.files)
     if status in spec.failure_statuses:
         return Decision(
@@ -263,4 +295,105 @@ def decide_on_not_found(spec: WaitSpec, memory: WaitMemory, error: AgoraApiError
         f"{spec.not_found_grace_period:g} s: it has ended, never started, or resource_id/sid/recording_mode "
         f"are wrong. {seen_text}{hint}",
         last_seen,
+    )
+
+
+# -- notifications -------------------------------------------------------------------------------
+
+
+def merge_files(*lists: Sequence[RecordingFile]) -> list[RecordingFile]:
+    """Every file of every list, once per ``fileName``, in the order first seen; later details win."""
+    merged: dict[str, RecordingFile] = {}
+    for files in lists:
+        for item in files:
+            name = str(item.get("fileName"))
+            merged[name] = cast(RecordingFile, {**merged.get(name, {}), **item})
+    return list(merged.values())
+
+
+def _settled_by(
+    spec: WaitSpec, memory: WaitMemory, notification: Notification, *, status: int | None
+) -> RecordingResult:
+    last: RecordingResult | None = memory.last_seen
+    files = merge_files(last["files"] if last else [], notification.files)
+    return {
+        "resource_id": spec.resource_id,
+        "sid": spec.sid,
+        "recording_mode": spec.recording_mode,
+        "status": status if status is not None else (last["status"] if last else None),
+        "ended_by": "notification",
+        "files": files,
+        "server_response": last["server_response"] if last else {},
+        "notification": {"notice_id": notification.notice_id, "event_type": notification.event_type},
+    }
+
+
+def decide_on_notifications(
+    spec: WaitSpec, memory: WaitMemory, notifications: Sequence[Notification], now: float
+) -> Decision | None:
+    """What a recording's stored notifications settle: the same outcomes as ``query`` answers.
+
+    None when they say nothing new (poll Agora as usual). A WAIT decision carries what they
+    changed in the memory (a fail-over restarts the 404 grace period; a fatal error asks for a
+    query at once). Idempotent: the whole list is read again at every poll.
+    """
+    from airflow_provider_agora.notifications import ENDED, ERROR, EXITED, FAILOVER, WEB_FAILED
+
+    failed = [n for n in notifications if (n.kind == EXITED and n.exit_status == 1) or n.kind == WEB_FAILED]
+    if failed:
+        first = failed[0]
+        result = _settled_by(spec, memory, first, status=None)
+        return Decision(
+            Outcome.FAIL,
+            memory,
+            f"Recording sid={spec.sid} ended abnormally, as Agora's notification {first.notice_id} (event "
+            f"{first.event_type}, {first.details.get('msgName', 'no msgName')}) says. Files known: "
+            f"{describe_files(result['files'])}.",
+            result,
+        )
+    # A web recording's 31 lists no files: its 71 does, so only the 71 ends a web wait.
+    ended = [n for n in notifications if n.kind == ENDED and (spec.recording_mode != "web" or n.event_type == 71)]
+    exited = [n for n in notifications if n.kind == EXITED and n.exit_status == 0]
+    if ended:
+        first = ended[0]
+        result = _settled_by(spec, memory, first, status=LAST_LIFECYCLE_STATUS if exited else None)
+        return Decision(
+            Outcome.DONE,
+            memory,
+            f"Recording sid={spec.sid} ended and its files are uploaded, as Agora's notification "
+            f"{first.notice_id} (event {first.event_type}) says; {describe_files(result['files'])}.",
+            result,
+        )
+    if exited:
+        seen_at = memory.exit_seen_at if memory.exit_seen_at is not None else now
+        memory = replace(memory, exit_seen_at=seen_at)
+        waited = max(now - seen_at, 0.0)
+        if waited >= spec.exit_files_grace_period:
+            result = _settled_by(spec, memory, exited[0], status=LAST_LIFECYCLE_STATUS)
+            return Decision(
+                Outcome.DONE,
+                memory,
+                f"Recording sid={spec.sid} exited normally (notification {exited[0].notice_id}), but no "
+                f"'uploaded' notification (31) came within exit_files_grace_period="
+                f"{spec.exit_files_grace_period:g} s: finishing with the files known so far, "
+                f"{describe_files(result['files'])}.",
+                result,
+            )
+    new = [n for n in notifications if n.kind in (FAILOVER, ERROR) and n.notice_id not in memory.acted_on]
+    if not new and not exited:
+        return None
+    query_now = False
+    for notification in new:
+        memory = replace(memory, acted_on=(*memory.acted_on, notification.notice_id))
+        if notification.kind == FAILOVER and memory.not_found_since is not None:
+            memory = replace(memory, not_found_since=now)  # Agora just said the recording moved
+        if notification.kind == ERROR and notification.error_level == FATAL_ERROR_LEVEL:
+            query_now = True
+    return Decision(
+        Outcome.WAIT,
+        memory,
+        f"Recording sid={spec.sid}: Agora's notifications say "
+        + ", ".join(f"event {n.event_type} ({n.details.get('msgName', '')})" for n in (*new, *exited))
+        + "; waiting on.",
+        query_now=query_now,
     )

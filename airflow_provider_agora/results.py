@@ -11,6 +11,7 @@ key names, so downstream tasks never care which mode made the files.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, TypedDict, cast
 
@@ -20,6 +21,7 @@ __all__ = [
     "RecordingFile",
     "RecordingResult",
     "RecordingSnapshot",
+    "SettlingNotification",
     "StartResult",
     "StopResult",
     "parse_recording",
@@ -41,19 +43,32 @@ class RecordingFile(TypedDict, total=False):
     sliceStartTime: int  # ms since the epoch
 
 
-class RecordingResult(TypedDict):
-    """The sensor's XCom value (and the core of the stop operator's)."""
+class SettlingNotification(TypedDict):
+    """Which of Agora's notifications ended a wait."""
+
+    notice_id: str
+    event_type: int
+
+
+class _RecordingResultBase(TypedDict):
+    """The keys every result has."""
 
     resource_id: str
     sid: str
     recording_mode: str
     status: int | None  # Agora's serverResponse.status
-    ended_by: str | None  # "status", "not_found", "stop" or "already_stopped"
+    ended_by: str | None  # "status", "not_found", "notification", "stop" or "already_stopped"
     files: list[RecordingFile]
     server_response: dict[str, Any]  # Agora's serverResponse, as sent
 
 
-class StopResult(RecordingResult):
+class RecordingResult(_RecordingResultBase, total=False):
+    """The sensor's XCom value (and the core of the stop operator's)."""
+
+    notification: SettlingNotification  # only when a notification settled the wait ("notification")
+
+
+class StopResult(_RecordingResultBase):
     """The stop operator's XCom value."""
 
     uploading_status: str | None  # "uploaded", or "backuped": some files arrive later
@@ -80,6 +95,7 @@ _FILE_KEYS = {
     "slicestarttime": "sliceStartTime",
 }
 _BOOLEAN_KEYS = {"mixedAllUser", "isPlayable"}
+_INTEGER = re.compile(r"-?[0-9]+")  # ASCII digits only: str.isdigit also accepts "²"
 _TRUE = {"true", "1", "yes"}
 _FALSE = {"false", "0", "no"}
 
@@ -109,7 +125,7 @@ def _as_int(value: Any) -> Any:
         return value
     if isinstance(value, float) and value.is_integer():
         return int(value)
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+    if isinstance(value, str) and _INTEGER.fullmatch(value.strip()):
         return int(value.strip())
     return value
 

@@ -47,6 +47,10 @@ if TYPE_CHECKING:
     import httpx
     import requests
 
+    from airflow_provider_agora._notification_reader import Subscription
+    from airflow_provider_agora._notification_store import NotificationStore
+    from airflow_provider_agora.notifications import Notification
+
 __all__ = ["AgoraAsyncHook", "AgoraHook", "AgoraSettings", "RetryPolicy"]
 
 log = logging.getLogger(__name__)
@@ -72,6 +76,7 @@ class _AgoraHookBase(BaseHook):
         self.retry_policy = retry_policy or RetryPolicy()
         #: ``X-Request-Id`` of Agora's last answer to this hook, to quote to Agora support.
         self.last_request_id: str | None = None
+        self._notification_store: NotificationStore | None = None
 
     def _app_id(self, settings: AgoraSettings, app_id: str | None, sid: str | None) -> str:
         """The task's App ID, else the connection's; one clear sentence if there is neither."""
@@ -174,6 +179,27 @@ class AgoraHook(_AgoraHookBase):
                 first = attempt.retry_state.attempt_number == 1
                 return self._send_once(endpoint, body, sid, self.settings.timeout, queue=first)
         raise AssertionError("tenacity ends with a result or an exception")
+
+    def notifications(self, sid: str) -> list[Notification]:
+        """Agora's stored notifications of one recording, oldest first: one Redis read.
+
+        Empty unless the connection has ``ncs_secret`` and ``redis_conn_id``. Redis trouble is
+        logged and gives an empty list: polling stays the backstop.
+        """
+        settings = self.settings
+        if settings.redis is None or not settings.receives_notifications:
+            return []
+        import redis
+
+        from airflow_provider_agora._notification_store import NotificationStore
+
+        try:
+            if self._notification_store is None:
+                self._notification_store = NotificationStore(settings.redis, settings.customer_id)
+            return self._notification_store.for_sid(sid)
+        except redis.RedisError as error:
+            log.warning("Cannot read Agora's notifications of recording sid=%s from Redis (%s).", sid, error)
+            return []
 
     # -- the API ---------------------------------------------------------------------------------
 
@@ -409,6 +435,17 @@ class AgoraAsyncHook(_AgoraHookBase):
             with attempt:  # a retry does not queue again behind every other wait
                 return await self._send_once(endpoint, body, sid, queue=attempt.retry_state.attempt_number == 1)
         raise AssertionError("tenacity ends with a result or an exception")
+
+    async def follow_notifications(self, sid: str) -> Subscription | None:
+        """Agora's notifications of one recording as they arrive, including those stored before;
+        None unless the connection has ``ncs_secret`` and ``redis_conn_id``. Every wait of the
+        account on this event loop shares one Redis connection and one blocking read."""
+        settings = await self.get_settings()
+        if settings.redis is None or not settings.receives_notifications:
+            return None
+        from airflow_provider_agora._notification_reader import reader_for
+
+        return await reader_for(settings.redis, settings.customer_id).follow(sid)
 
     async def query(
         self, resource_id: str, sid: str, recording_mode: str, *, app_id: str | None = None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 from airflow_provider_agora._compat import (
     AirflowFailException,
@@ -242,7 +242,7 @@ class AgoraStopRecordingOperator(BaseOperator):
     def _result(self, body: Any, ended_by: str) -> StopResult:
         snapshot = parse_recording(body, sid=self.sid, require_status=False)
         result = recording_result(self.resource_id, self.sid, self.recording_mode, snapshot, ended_by)
-        return {**result, "uploading_status": snapshot.uploading_status}
+        return cast(StopResult, {**result, "uploading_status": snapshot.uploading_status})
 
     def _check_choices(self) -> None:
         for name, value, choices in (

@@ -30,6 +30,7 @@ from airflow_provider_agora._waiting import (
     WaitSpec,
     decide_on_answer,
     decide_on_error,
+    decide_on_notifications,
 )
 from airflow_provider_agora.exceptions import AgoraConfigurationError, AgoraError
 
@@ -69,6 +70,13 @@ class AgoraRecordingQuerySensor(BaseSensorOperator):
         fail-over answers 404 for up to 90 s while the recording goes on; 0 fails on the first 404. Templated.
     :param on_not_found: ``"fail"``, or ``"succeed"`` to count a session that was seen running and
         then stays gone past the grace period as ended normally (with the last file list seen). Templated.
+    :param exit_files_grace_period: with Agora's notifications (the connection's ``ncs_secret`` and
+        ``redis_conn_id``): after a normal exit (event 11) without the "uploaded" notification (31),
+        which can arrive after it, wait this many seconds for it, then finish with the files known.
+        Templated.
+    :param notification_poll_interval: in deferrable mode, the interval between ``query`` calls for
+        waits that receive notifications (the backstop: notifications can be lost); default
+        ``poke_interval``.
     :param deferrable: wait on the triggerer instead of a worker slot (poke once first; a
         recording already at its target never defers). Default: ``[operators] default_deferrable``.
     """
@@ -82,6 +90,7 @@ class AgoraRecordingQuerySensor(BaseSensorOperator):
         "target_status",
         "not_found_grace_period",
         "on_not_found",
+        "exit_files_grace_period",
     )
     ui_color = "#099dfd"
 
@@ -97,6 +106,8 @@ class AgoraRecordingQuerySensor(BaseSensorOperator):
         failure_statuses: Sequence[int] = (20,),
         not_found_grace_period: float = 90,
         on_not_found: str = "fail",
+        exit_files_grace_period: float = 30,
+        notification_poll_interval: float | None = None,
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         **kwargs: Any,
     ) -> None:
@@ -112,6 +123,8 @@ class AgoraRecordingQuerySensor(BaseSensorOperator):
         self.failure_statuses = failure_statuses
         self.not_found_grace_period = not_found_grace_period
         self.on_not_found = on_not_found
+        self.exit_files_grace_period = exit_files_grace_period
+        self.notification_poll_interval = notification_poll_interval
         self.deferrable = deferrable
         self._memory = WaitMemory()
 
@@ -129,7 +142,18 @@ class AgoraRecordingQuerySensor(BaseSensorOperator):
             raise AirflowFailException(str(error)) from error
 
     def poll(self, spec: WaitSpec, memory: WaitMemory) -> Decision:
-        """One logical ``query`` (retries inside), turned into a decision by the shared rules."""
+        """The recording's stored notifications first (one Redis read, when the connection receives
+        them); then, unless they settle the wait, one logical ``query`` (retries inside). Both
+        become a decision by the same shared rules."""
+        try:
+            notifications = self.hook.notifications(spec.sid)
+        except AgoraConfigurationError as error:
+            raise AirflowFailException(str(error)) from error
+        heard = decide_on_notifications(spec, memory, notifications, time.time())
+        if heard is not None:
+            if heard.outcome is not Outcome.WAIT:
+                return heard
+            memory = heard.memory
         try:
             body = self.hook.query(spec.resource_id, spec.sid, spec.recording_mode, app_id=self.app_id)
         except AgoraConfigurationError as error:
@@ -212,6 +236,9 @@ class AgoraRecordingQuerySensor(BaseSensorOperator):
                 app_id=self.app_id,
                 agora_conn_id=self.agora_conn_id,
                 poll_interval=float(self.poke_interval),
+                notification_poll_interval=(
+                    float(self.notification_poll_interval) if self.notification_poll_interval is not None else None
+                ),
                 end_time=end_time,
                 memory=memory.to_json(),
             ),

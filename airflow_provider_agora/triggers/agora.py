@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
@@ -22,11 +22,15 @@ from airflow_provider_agora._waiting import (
     WaitSpec,
     decide_on_answer,
     decide_on_error,
+    decide_on_notifications,
     describe_status,
 )
 from airflow_provider_agora.exceptions import AgoraError
 from airflow_provider_agora.hooks.agora import AgoraAsyncHook
 from airflow_provider_agora.results import RecordingResult
+
+if TYPE_CHECKING:
+    from airflow_provider_agora._notification_reader import Subscription
 
 __all__ = ["AgoraRecordingQueryTrigger"]
 
@@ -71,7 +75,9 @@ class AgoraRecordingQueryTrigger(BaseTrigger):
         failure_statuses: list[int] | tuple[int, ...] = (20,),
         not_found_grace_period: float = 90.0,
         on_not_found: str = "fail",
+        exit_files_grace_period: float = 30.0,
         poll_interval: float = 60.0,
+        notification_poll_interval: float | None = None,
         end_time: float,
         memory: Mapping[str, object] | None = None,
     ) -> None:
@@ -85,7 +91,9 @@ class AgoraRecordingQueryTrigger(BaseTrigger):
         self.failure_statuses = list(failure_statuses)
         self.not_found_grace_period = not_found_grace_period
         self.on_not_found = on_not_found
+        self.exit_files_grace_period = exit_files_grace_period
         self.poll_interval = poll_interval
+        self.notification_poll_interval = notification_poll_interval
         self.end_time = end_time
         self.memory = dict(memory or {})
 
@@ -102,7 +110,9 @@ class AgoraRecordingQueryTrigger(BaseTrigger):
                 "failure_statuses": list(self.failure_statuses),
                 "not_found_grace_period": self.not_found_grace_period,
                 "on_not_found": self.on_not_found,
+                "exit_files_grace_period": self.exit_files_grace_period,
                 "poll_interval": self.poll_interval,
+                "notification_poll_interval": self.notification_poll_interval,
                 "end_time": self.end_time,
                 "memory": self.memory,
             },
@@ -136,29 +146,74 @@ class AgoraRecordingQueryTrigger(BaseTrigger):
         except AgoraError as error:
             return TriggerEvent({"status": EVENT_ERROR, "message": str(error), "result": None})
         deferred_with = memory = WaitMemory.from_json(self.memory)
+        heard = await hook.follow_notifications(spec.sid)
+        try:
+            return await self._wait(hook, spec, deferred_with, memory, heard)
+        finally:
+            if heard is not None:
+                heard.close()
+
+    async def _wait(
+        self,
+        hook: AgoraAsyncHook,
+        spec: WaitSpec,
+        deferred_with: WaitMemory,
+        memory: WaitMemory,
+        heard: Subscription | None,
+    ) -> TriggerEvent:
+        """Notifications first (when the connection receives them), ``query`` as the backstop."""
+        interval = self.poll_interval
+        if heard is not None and self.notification_poll_interval is not None:
+            interval = self.notification_poll_interval
+        next_query = 0.0  # query once at once: notifications may never come
         while time.time() < self.end_time:
-            try:
-                decision = await self._poll(hook, spec, memory)
-            except AgoraError as error:
-                return TriggerEvent({"status": EVENT_ERROR, "message": str(error), "result": memory.last_seen})
-            memory = decision.memory
-            self.log.info("%s", decision.message)
-            if decision.outcome is Outcome.DONE:
-                return TriggerEvent({"status": EVENT_SUCCESS, "message": decision.message, "result": decision.result})
-            if decision.outcome is Outcome.FAIL:
-                return TriggerEvent({"status": EVENT_FAILURE, "message": decision.message, "result": decision.result})
-            if learned_something(deferred_with, memory):
-                return TriggerEvent(
-                    {
-                        "status": EVENT_CHECKPOINT,
-                        "message": decision.message,
-                        "memory": memory.to_json(),
-                        "end_time": self.end_time,
-                        "result": None,
-                    }
-                )
-            await asyncio.sleep(max(0.0, min(self.poll_interval, self.end_time - time.time())))
+            decision: Decision | None = None
+            if heard is not None:
+                decision = decide_on_notifications(spec, memory, heard.notifications, time.time())
+                if decision is not None:
+                    memory = decision.memory
+                    if decision.query_now:
+                        next_query = 0.0
+            if (decision is None or decision.outcome is Outcome.WAIT) and time.time() >= next_query:
+                try:
+                    decision = await self._poll(hook, spec, memory)
+                except AgoraError as error:
+                    return TriggerEvent({"status": EVENT_ERROR, "message": str(error), "result": memory.last_seen})
+                next_query = time.time() + interval
+            if decision is not None:
+                memory = decision.memory
+                self.log.info("%s", decision.message)
+                if decision.outcome is Outcome.DONE:
+                    return TriggerEvent(
+                        {"status": EVENT_SUCCESS, "message": decision.message, "result": decision.result}
+                    )
+                if decision.outcome is Outcome.FAIL:
+                    return TriggerEvent(
+                        {"status": EVENT_FAILURE, "message": decision.message, "result": decision.result}
+                    )
+                if learned_something(deferred_with, memory):
+                    return TriggerEvent(
+                        {
+                            "status": EVENT_CHECKPOINT,
+                            "message": decision.message,
+                            "memory": memory.to_json(),
+                            "end_time": self.end_time,
+                            "result": None,
+                        }
+                    )
+            pause = max(0.0, min(next_query, self.end_time) - time.time())
+            if heard is None:
+                await asyncio.sleep(pause)
+            else:
+                await heard.changed(timeout=min(pause, self._exit_grace_left(spec, memory)))
         return self._timeout_event(memory)
+
+    @staticmethod
+    def _exit_grace_left(spec: WaitSpec, memory: WaitMemory) -> float:
+        """After a normal exit without files, wake when the wait for 'uploaded' (31) runs out."""
+        if memory.exit_seen_at is None:
+            return float("inf")
+        return max(memory.exit_seen_at + spec.exit_files_grace_period - time.time(), 0.0) + 0.01
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         # Exactly one event. Nothing catches BaseException around the yield: cancellation and

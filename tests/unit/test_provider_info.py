@@ -67,9 +67,11 @@ def _mocked_form_modules() -> dict[str, types.ModuleType]:
         )
     }
     modules["flask_appbuilder.fieldwidgets"].BS3TextFieldWidget = type("BS3TextFieldWidget", (), {})  # type: ignore[attr-defined]
+    modules["flask_appbuilder.fieldwidgets"].BS3PasswordFieldWidget = type("BS3PasswordFieldWidget", (), {})  # type: ignore[attr-defined]
     modules["flask_babel"].lazy_gettext = lambda text: text  # type: ignore[attr-defined]
     modules["wtforms"].StringField = type("StringField", (_Field,), {})  # type: ignore[attr-defined]
     modules["wtforms"].IntegerField = type("IntegerField", (_Field,), {})  # type: ignore[attr-defined]
+    modules["wtforms"].PasswordField = type("PasswordField", (_Field,), {})  # type: ignore[attr-defined]
     modules["wtforms.validators"].Optional = type("Optional", (), {})  # type: ignore[attr-defined]
     modules["wtforms.validators"].NumberRange = lambda **kw: ("NumberRange", kw)  # type: ignore[attr-defined]
     return modules
@@ -89,5 +91,6 @@ def test_connection_form_widgets_match_conn_fields(monkeypatch: pytest.MonkeyPat
         field_args = getattr(field, "args", None) or (field.label,)
         assert str(field_args[0]) == spec["label"]
         json_type = next(t for t in spec["schema"]["type"] if t != "null")
+        expected = "PasswordField" if spec["schema"].get("format") == "password" else kinds[json_type]
         # wtforms gives an unbound field that names its class; Airflow 3's mocks give the class itself
-        assert getattr(field, "field_class", type(field)).__name__ == kinds[json_type]
+        assert getattr(field, "field_class", type(field)).__name__ == expected
