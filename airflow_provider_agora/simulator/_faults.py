@@ -2,14 +2,15 @@
 
 Counted faults form one FIFO queue consumed by authenticated API requests in arrival order, so a
 test can say "the next two requests fail" and count requests exactly. Time-based faults are in
-simulated seconds so they scale with the simulator's ``speed``.
+simulated seconds so they scale with the simulator's ``speed``. Notification faults (``duplicate``,
+``reorder_31_after_11``, ``drop``, ``bad_signature``) change what the simulator's NCS sender posts.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,6 +48,20 @@ class _CountedFault:
         return data
 
 
+@dataclass
+class _DropRule:
+    remaining: int | None  # None: every matching notification until reset
+    event_types: frozenset[int] | None  # None: any event type
+
+    def as_dict(self) -> dict[str, Any]:
+        types = None if self.event_types is None else sorted(self.event_types)
+        return {"remaining": self.remaining, "event_types": types}
+
+
+#: Notification faults that are switched on and off (``Faults.<name>(enabled)``).
+NOTIFICATION_TOGGLES = ("duplicate", "reorder_31_after_11", "bad_signature")
+
+
 def _check_count(count: int) -> int:
     if isinstance(count, bool) or not isinstance(count, int) or count < 0:
         raise ValueError(f"count must be a non-negative integer, got {count!r}")
@@ -66,6 +81,11 @@ class Faults:
         self._latency = 0.0
         self._abnormal: dict[str, float] = {}
         self._transient: dict[str, float] = {}
+        self._toggles: dict[str, bool] = dict.fromkeys(NOTIFICATION_TOGGLES, False)
+        self._drops: list[_DropRule] = []
+        #: Called as ``listener(fault, sid)`` after ``abnormal_exit``/``transient_not_found`` (the
+        #: simulator's notification sender uses it); ``None`` when nobody listens.
+        self.listener: Callable[[str, str], None] | None = None
 
     # -- counted faults ------------------------------------------------------------------------
 
@@ -129,11 +149,16 @@ class Faults:
         """Recording ``sid`` reports status 20 after ``after`` simulated seconds, then disappears."""
         with self._lock:
             self._abnormal[sid] = self._clock() + max(0.0, float(after))
+        self._changed("abnormal_exit", sid)
 
     def transient_not_found(self, sid: str, duration: float) -> None:
-        """For ``duration`` simulated seconds ``sid`` answers 404 while recording goes on (HA fail-over)."""
+        """For ``duration`` simulated seconds ``sid`` answers 404 while recording goes on (HA fail-over).
+
+        With notifications on, the simulator sends event 12 ``session_failover`` for ``sid`` now.
+        """
         with self._lock:
             self._transient[sid] = self._clock() + max(0.0, float(duration))
+        self._changed("transient_not_found", sid)
 
     def abnormal_at(self, sid: str) -> float | None:
         """Simulated time at which ``sid`` exits abnormally, if that fault is set."""
@@ -146,6 +171,73 @@ class Faults:
             until = self._transient.get(sid)
             return until is not None and self._clock() < until
 
+    def _changed(self, fault: str, sid: str) -> None:
+        listener = self.listener
+        if listener is not None:
+            listener(fault, sid)
+
+    # -- notification faults -----------------------------------------------------------------------
+
+    def duplicate(self, enabled: bool = True) -> None:
+        """Notifications: send each one twice, with the same ``noticeId`` (Agora's duplicates)."""
+        self._toggle("duplicate", enabled)
+
+    def reorder_31_after_11(self, enabled: bool = True) -> None:
+        """Notifications: hold back 31 ``uploaded`` until 11 ``session_exit`` has been sent, then send it."""
+        self._toggle("reorder_31_after_11", enabled)
+
+    def bad_signature(self, enabled: bool = True) -> None:
+        """Notifications: sign with a wrong secret (both headers), as a forger would."""
+        self._toggle("bad_signature", enabled)
+
+    def _toggle(self, name: str, enabled: bool) -> None:
+        if not isinstance(enabled, bool):
+            raise TypeError(f"{name} takes true or false, got {enabled!r}")
+        with self._lock:
+            self._toggles[name] = enabled
+
+    def drop(self, count: int | None = None, event_types: Iterable[int] | None = None) -> None:
+        """Notifications: never send (lose) some of them.
+
+        ``drop(2)``: the next two notifications; ``drop(event_types=[31])``: every 31 until
+        ``reset``; ``drop(1, event_types=[31])``: the next 31 only. Rules are consumed in order,
+        like the counted API faults.
+        """
+        if count is None and event_types is None:
+            raise ValueError("drop needs a count, event_types, or both")
+        types: frozenset[int] | None = None
+        if event_types is not None:
+            if isinstance(event_types, (str, bytes)) or not all(
+                isinstance(t, int) and not isinstance(t, bool) for t in event_types
+            ):
+                raise TypeError("event_types must be a list of integer eventType values")
+            types = frozenset(event_types)
+        remaining = None if count is None else _check_count(count)
+        if remaining == 0:
+            return
+        with self._lock:
+            self._drops.append(_DropRule(remaining, types))
+
+    def notification_flag(self, name: str) -> bool:
+        """Whether the notification fault ``name`` (one of :data:`NOTIFICATION_TOGGLES`) is on."""
+        with self._lock:
+            return self._toggles[name]
+
+    def take_drop(self, event_type: int) -> bool:
+        """Consume the first drop rule that applies to ``event_type``; ``True`` when it is to be dropped."""
+        with self._lock:
+            rule = next(
+                (r for r in self._drops if r.event_types is None or event_type in r.event_types),
+                None,
+            )
+            if rule is None:
+                return False
+            if rule.remaining is not None:
+                rule.remaining -= 1
+                if rule.remaining <= 0:
+                    self._drops.remove(rule)
+            return True
+
     # -- state -----------------------------------------------------------------------------------
 
     def reset(self) -> None:
@@ -155,6 +247,8 @@ class Faults:
             self._latency = 0.0
             self._abnormal.clear()
             self._transient.clear()
+            self._toggles = dict.fromkeys(NOTIFICATION_TOGGLES, False)
+            self._drops.clear()
 
     def state(self) -> dict[str, Any]:
         """JSON-able snapshot, answered by the control endpoint; times are simulated seconds from now."""
@@ -165,13 +259,16 @@ class Faults:
                 "latency": self._latency,
                 "abnormal_exit": {sid: max(0.0, at - now) for sid, at in self._abnormal.items()},
                 "transient_not_found": {sid: until - now for sid, until in self._transient.items() if until > now},
+                "notifications": {**self._toggles, "drop": [rule.as_dict() for rule in self._drops]},
             }
 
     def apply(self, spec: Mapping[str, Any]) -> None:
         """Apply a control-endpoint object: keys are method names, values their arguments.
 
-        A value may be an object of keyword arguments, a bare count (counted faults) or ``true``
-        (``reset``); ``latency`` takes a number. ``reset`` runs first, the rest in the given order.
+        A value may be an object of keyword arguments, a bare count (counted faults and ``drop``) or
+        ``true``/``false`` (``reset`` and the notification switches ``duplicate``,
+        ``reorder_31_after_11``, ``bad_signature``); ``latency`` takes a number. ``reset`` runs
+        first, the rest in the given order.
         Raises ``ValueError``/``TypeError`` at the first invalid entry; earlier entries stay applied.
         """
         if spec.get("reset"):
@@ -183,6 +280,10 @@ class Faults:
             "non_json_next": self.non_json_next,
             "abnormal_exit": self.abnormal_exit,
             "transient_not_found": self.transient_not_found,
+            "duplicate": self.duplicate,
+            "reorder_31_after_11": self.reorder_31_after_11,
+            "bad_signature": self.bad_signature,
+            "drop": self.drop,
         }
         for name, value in spec.items():
             if name == "reset":
@@ -194,7 +295,11 @@ class Faults:
             elif name in actions:
                 if isinstance(value, Mapping):
                     actions[name](**value)
-                elif isinstance(value, int) and not isinstance(value, bool) and name.endswith("_next"):
+                elif (
+                    isinstance(value, int)
+                    and not isinstance(value, bool)
+                    and (name.endswith("_next") or name == "drop")
+                ) or (isinstance(value, bool) and name in NOTIFICATION_TOGGLES):
                     actions[name](value)
                 else:
                     raise TypeError(f"{name} takes an object of arguments")

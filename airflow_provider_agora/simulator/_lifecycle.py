@@ -1,7 +1,8 @@
 """Recording lifecycle on a scaled clock, and the ``serverResponse`` shapes Agora returns.
 
 Status and file lists are derived from timestamps whenever a request asks, so no background
-thread runs and every answer is a pure function of the clock reading.
+thread runs and every answer is a pure function of the clock reading. The optional notification
+sender (``_notify``) reads the same timeline through :meth:`Recording.notification_plan`.
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ SIMULATED_USERS: tuple[str, ...] = ("1001", "1002")
 ALL_STREAMS = "#allstream#"
 
 FIRST_SLICE_AT = STARTUP_TIMELINE[-1][0]
+#: Simulated seconds after ``start`` at which the recorder is ready (status 4): NCS event 40 then.
+RECORDER_READY_AT = next(begins for begins, status in STARTUP_TIMELINE if status == 4)
 _RUNNING_STATUSES = frozenset(status for _, status in STARTUP_TIMELINE)
 
 
@@ -302,6 +305,51 @@ class Recording:
             },
             "serviceName": "web_recorder_service",
         }
+
+    def final_file_list(self, at: float, slice_start_ms: int) -> list[dict[str, Any]]:
+        """``fileList`` of NCS event 31 (always JSON items): what ``stop`` reports, MP4 files included.
+
+        For web recordings, the ``filename`` items of event 71 (the web recorder service's list at ``stop``).
+        """
+        has_files = self.slice_count(at) > 0
+        slice_start = slice_start_ms if has_files else 0
+        with_mp4 = "mp4" in self.av_file_types
+        if self.mode == "web":
+            return list(self._web_service("exit", slice_start, has_files, with_mp4)["payload"]["fileList"])
+        if not has_files or self.snapshot_only:
+            return []
+        return self._file_items(slice_start, with_mp4=with_mp4 and self.mode == "mix")
+
+    def notification_plan(self, abnormal_at: float | None) -> list[tuple[float, int]]:
+        """NCS events of this session as its state stands now: ``(simulated time, eventType)`` in order.
+
+        ``abnormal_at`` is the abnormal-exit fault's time if one is set (observed or not). Events
+        after a state change (stop, idle exit, fault) follow from the new state; those already due
+        stay as they were. A normal end at E (stop, idle exit, bulk end time, or
+        ``resourceExpiredHour``) gives 71 (web) and 30 at E, 31 when status 7 begins and 11 when
+        status 8 begins (Agora's workflow: 40 ... stop, 30, 31, 11); 30 and 31 only when files
+        were recorded. An abnormal exit at A gives 1 and 11 (``exitStatus`` 1) at A.
+        """
+        normal = self._normal_exit_at()
+        end = self.expires_at if normal is None else min(normal, self.expires_at)
+        abnormal = abnormal_at if abnormal_at is not None and abnormal_at < end else None
+        if abnormal is not None:
+            end = abnormal
+        plan: list[tuple[float, int]] = []
+        ready = self.started_at + RECORDER_READY_AT
+        if ready < end:
+            plan.append((ready, 40))
+            if self.mode == "web":
+                plan.append((ready, 70))
+        if abnormal is not None:
+            return [*plan, (abnormal, 1), (abnormal, 11)]
+        if self.mode == "web":
+            plan.append((end, 71))
+        if self.slice_count(end) > 0 and not self.snapshot_only:
+            plan.append((end, 30))
+            plan.append((end + min(EXIT_TIMELINE[1][0], self.exit_duration), 31))
+        plan.append((end + min(EXIT_TIMELINE[2][0], self.exit_duration), 11))
+        return plan
 
     def query_response(self, now: float, status: int, slice_start_ms: int) -> dict[str, Any]:
         """``serverResponse`` of ``query`` (reference §3.2 / §9 examples 1-3)."""

@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 from airflow_provider_agora.simulator._faults import Faults
 from airflow_provider_agora.simulator._lifecycle import DEFAULT_BULK_HOLD, Clock
+from airflow_provider_agora.simulator._notify import NOTIFY_TIMEOUT, NotificationRecord, Notifier
 from airflow_provider_agora.simulator._responses import NO_ROUTE, Response, gateway_error, json_response
 from airflow_provider_agora.simulator._service import CloudRecordingService
 
@@ -188,6 +189,13 @@ class AgoraSimulator:
     any API request, ``stats`` counts accepted TCP connections and answers per HTTP status, and
     ``backlog`` sets the listen queue (``None`` keeps ``socketserver``'s 5, which drops the SYNs
     of a burst of new connections).
+
+    Notifications (Agora's NCS): with ``notify_url`` and ``notify_secret`` the simulator POSTs
+    signed lifecycle events (40, 30, 31, 11; 70/71 for web; 1 + 11 on an abnormal exit; 12 on a
+    fail-over) to ``notify_url`` from a background thread, resending anything but a 200 up to three
+    times; see :mod:`airflow_provider_agora.simulator._notify`. ``notify_timeout`` is the real
+    seconds the sender waits for an answer. Every attempt is in ``notifications``; the faults
+    ``duplicate``, ``reorder_31_after_11``, ``drop`` and ``bad_signature`` change what is sent.
     """
 
     def __init__(
@@ -200,9 +208,14 @@ class AgoraSimulator:
         speed: float = 1.0,
         rate_limit_per_second: int | None = 10,
         backlog: int | None = None,
+        notify_url: str | None = None,
+        notify_secret: str | None = None,
+        notify_timeout: float = NOTIFY_TIMEOUT,
     ) -> None:
         if backlog is not None and backlog < 1:
             raise ValueError("backlog must be >= 1")
+        if notify_url is not None and not notify_secret:
+            raise ValueError("notify_url needs a notify_secret (the NCS secret that signs notifications)")
         self.customer_id = customer_id
         self.customer_secret = customer_secret
         self.app_ids: tuple[str, ...] = tuple(app_ids)
@@ -222,6 +235,14 @@ class AgoraSimulator:
         self._stats_since = time.time()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
+        self.notify_url = notify_url
+        self._notifier: Notifier | None = None
+        if notify_url is not None and notify_secret:
+            self._notifier = Notifier(
+                notify_url, notify_secret, self._clock, self.faults, self._service, timeout=notify_timeout
+            )
+            self._service.on_change = self._notifier.touch
+            self.faults.listener = self._notifier.fault_changed
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -236,6 +257,8 @@ class AgoraSimulator:
             target=server.serve_forever, kwargs={"poll_interval": 0.1}, name="agora-simulator", daemon=True
         )
         self._thread.start()
+        if self._notifier is not None:
+            self._notifier.start()
         return self
 
     def stop(self) -> None:
@@ -243,6 +266,8 @@ class AgoraSimulator:
         server, self._server = self._server, None
         if server is None:
             return
+        if self._notifier is not None:
+            self._notifier.stop()
         server.shutdown()
         server.close_connections()
         server.server_close()
@@ -290,6 +315,23 @@ class AgoraSimulator:
         """Forget logged requests, e.g. between phases of a test."""
         with self._log_lock:
             self._request_log.clear()
+
+    @property
+    def notifications(self) -> list[NotificationRecord]:
+        """Copy of every notification attempt so far (empty without ``notify_url``), oldest first."""
+        return self._notifier.records() if self._notifier is not None else []
+
+    def clear_notifications(self) -> None:
+        """Forget logged notification attempts (counters in ``notification_stats`` stay)."""
+        if self._notifier is not None:
+            self._notifier.clear()
+
+    def notification_stats(self) -> dict[str, Any]:
+        """Notification counters: ``notifications`` made, ``attempts``, ``delivered``, ``retries``,
+        ``dropped`` (after the last retry), ``dropped_by_fault``, ``pending`` (queued sends)."""
+        if self._notifier is None:
+            return {"enabled": False}
+        return self._notifier.stats()
 
     def leave_channel(self, cname: str) -> int:
         """Every user leaves ``cname``: its non-web recordings exit after their ``maxIdleTime``.
@@ -349,7 +391,7 @@ class AgoraSimulator:
             self._status_counts[record.status] += 1
 
     def _control(self, method: str, path: str, body: bytes) -> Response:
-        """``/_simulator/*``: request log, faults and channel control for other processes."""
+        """``/_simulator/*``: request and notification logs, faults and channel control for other processes."""
         name = path[len(CONTROL_PREFIX) :].rstrip("/")
         try:
             payload = json.loads(body) if body.strip() else {}
@@ -371,6 +413,13 @@ class AgoraSimulator:
                 except (TypeError, ValueError) as exc:
                     return gateway_error(400, str(exc))
             return json_response(200, self.faults.state())
+        if name == "notifications" and method == "GET":
+            return json_response(200, [asdict(record) for record in self.notifications])
+        if name == "notifications" and method == "DELETE":
+            self.clear_notifications()
+            return json_response(200, [])
+        if name == "notifications/stats" and method == "GET":
+            return json_response(200, self.notification_stats())
         if name == "stats" and method in ("GET", "DELETE"):
             if method == "DELETE":
                 self.reset_stats()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import json
 import math
 import re
@@ -16,7 +17,7 @@ import secrets
 import threading
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -176,6 +177,9 @@ class CloudRecordingService:
             "updateLayout": self._update_layout,
             "stop": self._stop,
         }
+        #: Called with the sids whose timeline just changed (start, stop, leave, bulk creation);
+        #: the notification sender sets it. Called with the lock held: it must not block.
+        self.on_change: Callable[[Sequence[str]], None] | None = None
 
     # -- entry point ---------------------------------------------------------------------------
 
@@ -210,12 +214,22 @@ class CloudRecordingService:
                 return name, match.groupdict()
         return None
 
+    def _changed(self, sids: Sequence[str]) -> None:
+        if self.on_change is not None and sids:
+            self.on_change(sids)
+
+    @contextlib.contextmanager
+    def locked_recording(self, sid: str) -> Iterator[Recording | None]:
+        """The recording ``sid`` (``None`` if unknown) with the lock held, for the notification sender."""
+        with self._lock:
+            yield self._recordings.get(sid)
+
     # -- simulation controls -------------------------------------------------------------------
 
     def leave_channel(self, cname: str) -> int:
         """Every user leaves ``cname``; returns how many running recordings will idle-exit."""
         now = self._clock.now()
-        affected = 0
+        affected: list[str] = []
         with self._lock:
             for recording in self._recordings.values():
                 if (
@@ -225,8 +239,9 @@ class CloudRecordingService:
                     and self._status(recording, now) is not None
                 ):
                     recording.left_at = now
-                    affected += 1
-        return affected
+                    affected.append(recording.sid)
+            self._changed(affected)
+        return len(affected)
 
     def create_recordings(
         self,
@@ -263,6 +278,7 @@ class CloudRecordingService:
                 self._recordings[sid] = recording
                 self._started[resource.resource_id] = sid
                 created.append({"resource_id": resource.resource_id, "sid": sid, "end_time": float(end_time)})
+            self._changed([item["sid"] for item in created])
         return created
 
     # -- helpers (call with self._lock held) ------------------------------------------------------
@@ -339,6 +355,7 @@ class CloudRecordingService:
             recording = Recording.create(resource, sid, params["mode"], client_request, now)
             self._recordings[sid] = recording
             self._started[resource.resource_id] = sid
+            self._changed([sid])
             return json_response(200, self._ids(recording))
 
     def _query(self, params: dict[str, str], raw: bytes) -> Response:
@@ -383,6 +400,7 @@ class CloudRecordingService:
             if recording.is_exiting(now):
                 return service_error(400, 49, "invalid operation", **self._ids(recording))
             recording.exit_at = now
+            self._changed([recording.sid])
             if recording.slice_count(now) == 0:
                 return service_error(206, 435, "no recorded data", **self._ids(recording))
             uploading = "unknown" if async_stop else "uploaded"
