@@ -29,8 +29,8 @@ if not airflow.__version__.startswith("3."):
 
 from airflow_provider_agora.hooks.agora import AgoraHook
 from airflow_provider_agora.simulator import AgoraSimulator
+from tests.integration.test_end_to_end import AIRFLOW, ROOT, running_recording, start_recording, stop, xcom
 from tests.support import APP_ID, CUSTOMER_ID, CUSTOMER_SECRET, FAST_RETRIES, connection_json
-from tests.integration.test_end_to_end import AIRFLOW, ROOT, start_recording, xcom
 
 httpx = pytest.importorskip("httpx", reason="httpx (a core dependency of Airflow) is needed to call the REST API")
 
@@ -313,10 +313,6 @@ def recording_with_files(sim: AgoraSimulator, cluster: Cluster, uid: int) -> dic
     return recording
 
 
-def stop_recording(recording: dict[str, str], uid: int) -> None:
-    AgoraHook(retry_policy=FAST_RETRIES).stop(recording["resource_id"], recording["sid"], "mix", CNAME, uid)
-
-
 def wait_deferred(cluster: Cluster, run_id: str, seen: list[str]) -> float:
     """Wait until the task instance is ``deferred``; return the wall-clock time it was seen so."""
 
@@ -396,25 +392,25 @@ def assert_event_loop_never_blocked(cluster: Cluster) -> None:
 
 
 def test_a_real_triggerer_waits_until_the_recording_exits(cluster: Cluster, sim: AgoraSimulator) -> None:
-    recording = recording_with_files(sim, cluster, uid=201)
+    # In progress (with its file) until the stop, then at 8 ("exited") for an hour: the trigger can
+    # only end the wait on that status (a 404 would fail it: on_not_found="fail").
+    recording = running_recording(sim, hold=3600)
     sid = recording["sid"]
     run_id = cluster.trigger(
-        {"resource_id": recording["resource_id"], "sid": sid, "target_status": 8, "grace": 2, "on_not_found": "succeed"}
+        {"resource_id": recording["resource_id"], "sid": sid, "target_status": 8, "grace": 2, "on_not_found": "fail"}
     )
     states: list[str] = []
     deferred_at = wait_deferred(cluster, run_id, states)
     cluster.wait_for("a query from the triggerer", lambda: queries(sim, sid, after=deferred_at), 30)
     wait_scheduler_saw_deferral(cluster, run_id)
-    stop_recording(recording, uid=201)
+    stop(sim, recording)
 
     assert wait_finished(cluster, run_id, states) == "success", cluster.diagnostics()
     assert cluster.task_state(run_id) == "success"
     result = xcom(cluster.home, DAG_ID, TASK_ID)
     assert result["sid"] == sid, cluster.diagnostics()
-    # 8 ("exited") lasts one second before the worker is gone; a poll every second may miss it,
-    # and then on_not_found="succeed" ends the wait with the last answer seen.
-    assert result["ended_by"] == "not_found" or (result["ended_by"], result["status"]) == ("status", 8), result
-    assert f"{sid}_{CNAME}.m3u8" in [item["fileName"] for item in result["files"]], result
+    assert (result["status"], result["ended_by"]) == (8, "status"), result
+    assert [item["fileName"] for item in result["files"]] == [f"{sid}_bulk_{sid}.m3u8"], result
     assert "deferred" in states, states
     assert "Pausing task as DEFERRED" in task_log(cluster, run_id), cluster.diagnostics()
     (log,) = trigger_logs(cluster, run_id).values()
@@ -432,7 +428,9 @@ def test_a_real_triggerer_fails_the_task_for_an_unknown_recording(cluster: Clust
     assert wait_finished(cluster, run_id, states) == "failed", cluster.diagnostics()
     assert cluster.task_state(run_id) == "failed"
     seen = queries(sim, sid, after=before)
-    assert len(seen) >= 3 and {r.status for r in seen} == {404}, seen  # one poke, then the triggerer's polls
+    # One poke, then at least one poll from the triggerer (how many fit in the grace period depends
+    # on how soon the triggerer took the wait over).
+    assert len(seen) >= 2 and {r.status for r in seen} == {404}, seen
     # Deferred (for about three seconds: the polled states may miss it, the logs do not), then
     # resumed to fail with the trigger's verdict (AirflowFailException, no retry).
     log_of_task = task_log(cluster, run_id)
@@ -482,8 +480,9 @@ def test_a_real_triggerer_ends_the_wait_at_the_sensor_timeout(cluster: Cluster, 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
 def test_the_wait_survives_a_triggerer_restart(cluster: Cluster, sim: AgoraSimulator, sig: signal.Signals) -> None:
-    uid = 300 + int(sig)
-    recording = recording_with_files(sim, cluster, uid=uid)
+    # Agora often answers a recording that ended normally with 404 instead of 8: this one shows 6
+    # for half a second after its stop, then is gone, so status 8 can never be reached.
+    recording = running_recording(sim, hold=0.5)
     sid = recording["sid"]
     run_id = cluster.trigger(
         {"resource_id": recording["resource_id"], "sid": sid, "target_status": 8, "grace": 3, "on_not_found": "succeed"}
@@ -495,7 +494,7 @@ def test_the_wait_survives_a_triggerer_restart(cluster: Cluster, sim: AgoraSimul
 
     cluster.stop("triggerer", sig)
     stopped_at = time.time()
-    stop_recording(recording, uid=uid)  # the recording ends while no triggerer runs
+    stop(sim, recording)  # the recording ends while no triggerer runs
     restarted_at = time.time()
     cluster.start("triggerer", "triggerer", "--skip-serve-logs")
 
@@ -505,8 +504,8 @@ def test_the_wait_survives_a_triggerer_restart(cluster: Cluster, sim: AgoraSimul
     assert result["sid"] == sid, cluster.diagnostics()
     # The restarted trigger starts from the memory the sensor handed over at the deferral (its first
     # poke saw status 5 with the file), so a recording gone by then still ends with its file list.
-    assert result["ended_by"] in ("status", "not_found"), result
-    assert f"{sid}_{CNAME}.m3u8" in [item["fileName"] for item in result["files"]], result
+    assert result["ended_by"] == "not_found", result
+    assert [item["fileName"] for item in result["files"]] == [f"{sid}_bulk_{sid}.m3u8"], result
     assert "deferred" in states, states
     # One log per triggerer job that ran the trigger: the first one, then the restarted one.
     logs = trigger_logs(cluster, run_id)

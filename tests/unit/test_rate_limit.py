@@ -59,7 +59,9 @@ def test_no_second_at_the_server_holds_more_than_the_limit_even_after_an_idle_sp
     first = arrivals(spacer, clock, [0.002] * (3 * rate), start=1000.0)
     second = arrivals(spacer, clock, [0.002] * (3 * rate), start=first[-1] + 30)  # long enough to fill a bucket
     assert max_in_sliding_second(first + second) <= rate
-    assert first[-1] - first[0] < 3.2  # ...and the budget is used: three seconds' worth in about three seconds
+    # ...and the budget is used: three seconds' worth in about three seconds (of the fake clock, so
+    # machine load cannot change it).
+    assert first[-1] - first[0] < 3.2
 
 
 @pytest.mark.parametrize("slow", [0.05, 0.4, 2.0])
@@ -108,15 +110,15 @@ def test_hooks_of_one_account_share_one_budget_and_the_stricter_rate_wins() -> N
 def test_threads_with_their_own_hooks_stay_under_agoras_limit(agora_conn: AgoraSimulator) -> None:
     def hammer() -> None:
         hook = AgoraHook(retry_policy=FAST_RETRIES)
-        for _ in range(8):
+        for _ in range(4):
             hook.acquire("room", 1)
 
     threads = [threading.Thread(target=hammer) for _ in range(4)]
     for thread in threads:
         thread.start()
     for thread in threads:
-        thread.join(30)
+        thread.join(60)
     log = agora_conn.request_log
-    assert len(log) == 32
+    assert len(log) == 16 > 10  # one request per call, and more than one second's budget: the limit has to act
     assert {r.status for r in log} == {200}  # the simulator enforces Agora's 10/s: no 429
     assert max_in_sliding_second([r.time for r in log]) <= 10

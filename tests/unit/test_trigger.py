@@ -4,19 +4,29 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
+from collections.abc import Callable
 from functools import partial
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
 
 from airflow_provider_agora._compat import AirflowFailException, AirflowSensorTimeout, TaskDeferred
-from airflow_provider_agora.hooks.agora import AgoraAsyncHook, AgoraHook
+from airflow_provider_agora.hooks.agora import AgoraAsyncHook, AgoraHook, AgoraSettings
 from airflow_provider_agora.sensors.agora import AgoraRecordingQuerySensor
 from airflow_provider_agora.simulator import AgoraSimulator
 from airflow_provider_agora.triggers.agora import AgoraRecordingQueryTrigger
 from tests import agora_bodies as bodies
-from tests.support import CUSTOMER_SECRET, FAST_RETRIES, ScriptedAgora, TaskStateStore, max_in_sliding_second
+from tests.support import (
+    CUSTOMER_SECRET,
+    FAST_RETRIES,
+    ScriptedAgora,
+    TaskStateStore,
+    connection_json,
+    max_in_sliding_second,
+)
 
 
 def start_recording(cname: str = "room1", uid: int = 4242) -> dict[str, str]:
@@ -148,9 +158,15 @@ async def test_what_a_restarted_triggerer_would_forget_is_handed_back_as_a_check
     assert second["status"] == "checkpoint"
     assert second["memory"]["last_seen"]["files"] == [{"fileName": "zzzz.m3u8", "sliceStartTime": 1606357122528}]
     requests_so_far = len(scripted.requests)
-    (third,) = await events_of(trigger(end_time=time.time() + 0.3, memory=second["memory"]))
+    third_wait = trigger(end_time=deadline, memory=second["memory"])
+
+    async def deadline_after_two_more_polls() -> None:
+        await wait_until(lambda: len(scripted.requests) >= requests_so_far + 2)
+        third_wait.end_time = time.time()  # the deadline passes now
+
+    ((third,), _) = await asyncio.gather(events_of(third_wait), deadline_after_two_more_polls())
     assert third["status"] == "timeout"  # nothing new: no more checkpoints, the wait just goes on
-    assert len(scripted.requests) > requests_so_far
+    assert len(scripted.requests) >= requests_so_far + 2
 
 
 async def test_transient_errors_are_retried_and_never_fail_the_wait(
@@ -191,40 +207,159 @@ async def test_the_connection_is_read_without_blocking_the_event_loop(
     assert event["status"] == "success"
 
 
-async def test_slow_answers_do_not_block_the_event_loop(agora_conn: AgoraSimulator) -> None:
-    recording = start_recording()
-    agora_conn.faults.latency = 0.6
-    gaps: list[float] = []
+class LoopTicks:
+    """Counts the ticks of a coroutine on the event loop; another thread can wait for the next one."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._changed = threading.Condition()
+
+    def tick(self) -> None:
+        with self._changed:
+            self.count += 1
+            self._changed.notify_all()
+
+    def wait_for_next(self, timeout: float) -> bool:
+        """Whether the loop ticked (again) within ``timeout`` seconds, which only bounds a failing test."""
+        with self._changed:
+            seen = self.count
+            return self._changed.wait_for(lambda: self.count > seen, timeout)
+
+
+class AgoraThatAnswersOnlyWhileTheLoopRuns:
+    """Answers each query with status 5, but only after the event loop has ticked while the
+    request was pending. A blocking call on the loop leaves it waiting for its answer, so the
+    loop cannot tick: the server then answers after ``give_up`` seconds and says so."""
+
+    def __init__(self, ticks: LoopTicks, give_up: float = 10.0) -> None:
+        self.released_by_a_tick: list[bool] = []
+        gated = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                gated.released_by_a_tick.append(ticks.wait_for_next(give_up))
+                payload = json.dumps(bodies.QUERY_STRING).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+
+async def test_slow_answers_do_not_block_the_event_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A blocking HTTP call would hold the event loop for a whole slow answer, and every other
+    trigger of the triggerer would stall with it. Here each answer is as slow as it takes the loop
+    to tick while the request is pending: the loop must run meanwhile. (How long the loop does
+    stall is measured in benchmarks/fairness.py.)"""
+    ticks = LoopTicks()
+    agora = AgoraThatAnswersOnlyWhileTheLoopRuns(ticks)
+    monkeypatch.setenv("AIRFLOW_CONN_AGORA_DEFAULT", connection_json(agora.url))
+    loop_thread = threading.get_ident()
+    slept_on_the_loop: list[float] = []
+    real_sleep = time.sleep
+
+    def sleep(seconds: float) -> None:
+        if threading.get_ident() == loop_thread:
+            slept_on_the_loop.append(seconds)
+        real_sleep(seconds)
+
+    monkeypatch.setattr(time, "sleep", sleep)
     finished = asyncio.Event()
 
-    async def heartbeat() -> None:
-        last = time.monotonic()
+    async def tick_until_finished() -> None:
         while not finished.is_set():
-            await asyncio.sleep(0.01)
-            now = time.monotonic()
-            gaps.append(now - last)
-            last = now
+            await asyncio.sleep(0.005)
+            ticks.tick()
 
-    beat = asyncio.create_task(heartbeat())
-    await asyncio.gather(*(events_of(trigger(**recording, target_status=5)) for _ in range(3)))
-    finished.set()
-    await beat
-    # A blocking HTTP call would stall the loop for a whole 0.6 s answer.
-    assert max(gaps) < 0.45  # well under the 0.6 s a blocking call would stall it for
+    ticker = asyncio.create_task(tick_until_finished())
+    try:
+        results = await asyncio.gather(*(events_of(trigger(target_status=5)) for _ in range(3)))
+    finally:
+        finished.set()
+        await ticker
+        agora.server.shutdown()
+        agora.server.server_close()
+    assert [event["status"] for (event,) in results] == ["success"] * 3
+    assert agora.released_by_a_tick == [True] * 3  # the loop ran while every request was pending
+    assert slept_on_the_loop == []  # and nothing put the loop's thread to sleep
 
 
-async def test_many_triggers_share_one_budget_and_are_served_in_turn(agora_conn: AgoraSimulator) -> None:
-    # 30 waits on 30 sessions Agora does not know (404 within the grace period: keep polling).
-    sids = [f"{n:032x}" for n in range(30)]
-    waits = [trigger(sid=sid, end_time=time.time() + 4, poll_interval=0, not_found_grace_period=600) for sid in sids]
-    results = await asyncio.gather(*(events_of(task) for task in waits))
-    assert [event["status"] for (event,) in results] == ["timeout"] * 30
-    log = [r for r in agora_conn.request_log if r.path.endswith("/query")]
-    assert 429 not in {r.status for r in log}
+def assert_served_in_turn(sids: list[str], log: list[Any]) -> None:
+    """Every wait gets its k-th request before any wait gets its (k+2)-th."""
+    counts = dict.fromkeys(sids, 0)
+    for position, record in enumerate(log):
+        sid = next(sid for sid in sids if f"/sid/{sid}/" in record.path)
+        counts[sid] += 1
+        behind = min(counts, key=lambda other: counts[other])
+        assert counts[behind] >= counts[sid] - 2, (
+            f"request {position}: {sid} got its request {counts[sid]} while {behind} has had {counts[behind]}"
+        )
+
+
+def connection_read_up_front(monkeypatch: pytest.MonkeyPatch) -> type[AgoraAsyncHook]:
+    """Triggers whose hooks share one connection reading, made before they start: the waits then
+    join the request queue together, in the order they start (a triggerer starts them over time)."""
+
+    class HookWithTheConnectionRead(AgoraAsyncHook):
+        read: AgoraSettings | None = None
+
+        async def get_settings(self) -> AgoraSettings:
+            if HookWithTheConnectionRead.read is None:
+                HookWithTheConnectionRead.read = await super().get_settings()
+            return HookWithTheConnectionRead.read
+
+    monkeypatch.setattr("airflow_provider_agora.triggers.agora.AgoraAsyncHook", HookWithTheConnectionRead)
+    return HookWithTheConnectionRead
+
+
+async def wait_until(condition: Callable[[], bool], timeout: float = 60.0) -> None:
+    """Poll ``condition`` on the event loop; the timeout only bounds a failing test."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met before the deadline"
+        await asyncio.sleep(0.02)
+
+
+async def test_many_triggers_share_one_budget_and_are_served_in_turn(
+    agora_conn: AgoraSimulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Eight waits on sessions Agora does not know (404 within the grace period: keep polling), each
+    # polling as fast as it may, until Agora has answered four rounds of them.
+    sids = [f"{n:032x}" for n in range(8)]
+    rounds = 4
+    await connection_read_up_front(monkeypatch)().get_settings()
+    waits = [trigger(sid=sid, end_time=time.time() + 600, poll_interval=0, not_found_grace_period=3600) for sid in sids]
+
+    def polls() -> list[Any]:
+        return [r for r in agora_conn.request_log if r.path.endswith("/query")]
+
+    async def end_the_waits_after_the_rounds() -> None:
+        await wait_until(lambda: len(polls()) >= rounds * len(sids))
+        for task in waits:
+            task.end_time = time.time()  # their deadline passes now
+
+    results, _ = await asyncio.gather(
+        asyncio.gather(*(events_of(task) for task in waits)), end_the_waits_after_the_rounds()
+    )
+    assert [event["status"] for (event,) in results] == ["timeout"] * len(sids)
+    log = polls()
+    assert len(log) >= rounds * len(sids) > 10  # more than one second's budget: the limit has to act
+    assert {r.status for r in log} == {404}  # never a 429
     assert max_in_sliding_second([r.time for r in log]) <= 10
-    polls = [sum(1 for r in log if f"/sid/{sid}/" in r.path) for sid in sids]
-    assert min(polls) >= 1  # every wait was served
-    assert max(polls) - min(polls) <= 1  # in turn: nobody polled twice while another waited
+    assert_served_in_turn(sids, log)
 
 
 # -- the sensor's deferrable mode ---------------------------------------------------------------
@@ -233,14 +368,18 @@ async def test_many_triggers_share_one_budget_and_are_served_in_turn(agora_conn:
 def test_deferrable_sensor_pokes_once_then_defers_with_its_timeout(scripted: ScriptedAgora) -> None:
     scripted.script((200, {"serverResponse": {"status": 4}}))
     task = poke_mode(resource_id="rid", sid="abc", deferrable=True, timeout=120, poke_interval=7, target_status=5)
+    before = time.time()
     with pytest.raises(TaskDeferred) as deferred:
         task.execute({})
+    after = time.time()
     assert len(scripted.requests) == 1
     assert deferred.value.method_name == "execute_complete"
-    assert 119 < deferred.value.timeout.total_seconds() <= 120
     _, kwargs = deferred.value.trigger.serialize()
     assert (kwargs["poll_interval"], kwargs["target_status"]) == (7.0, 5)
-    assert 110 < kwargs["end_time"] - time.time() <= 120
+    # The deadline is the sensor's timeout from the moment it ran, and the deferral lasts until it.
+    assert before + 120 <= kwargs["end_time"] <= after + 120
+    lasts = deferred.value.timeout.total_seconds()  # a timedelta keeps microseconds
+    assert kwargs["end_time"] - after - 1e-6 <= lasts <= kwargs["end_time"] - before + 1e-6
     assert kwargs["memory"]["last_seen"]["status"] == 4
 
 
@@ -256,11 +395,14 @@ def test_a_checkpoint_is_kept_and_the_wait_deferred_again_with_the_same_deadline
     memory = {"not_found_since": None, "last_seen": {"status": 5, "files": [{"fileName": "a.m3u8"}]}}
     deadline = time.time() + 50
     event = {"status": "checkpoint", "message": "m", "memory": memory, "end_time": deadline, "result": None}
+    before = time.time()
     with pytest.raises(TaskDeferred) as deferred:
         task.execute_complete({"task_state_store": store}, event)
+    after = time.time()
     _, kwargs = deferred.value.trigger.serialize()
     assert (kwargs["memory"], kwargs["end_time"]) == (memory, deadline)
-    assert 40 < deferred.value.timeout.total_seconds() <= 50
+    # Until the deadline (a timedelta keeps microseconds).
+    assert deadline - after - 1e-6 <= deferred.value.timeout.total_seconds() <= deadline - before + 1e-6
     assert store.values["agora_recording_wait"] == memory
 
 
