@@ -63,19 +63,25 @@ class _Receivers:
         self._lock = threading.Lock()
         self._by_conn_id: dict[str, _Receiver | None] = {}
         self._read_at: dict[str, float] = {}
+        self._reading: dict[str, threading.Lock] = {}
 
     def get(self, conn_id: str) -> _Receiver | None:
+        """One reader at a time re-reads a connection; the others keep using what they have. A
+        replaced Redis client is not closed while other requests may still use it: its
+        connections go when it is garbage-collected."""
         now = time.monotonic()
         with self._lock:
             if conn_id in self._by_conn_id and now - self._read_at[conn_id] < _CONFIG_SECONDS:
                 return self._by_conn_id[conn_id]
-        receiver = self._read(conn_id, now)
-        with self._lock:
-            previous = self._by_conn_id.get(conn_id)
-            if previous is not None and previous.store is not None:
-                previous.store.close()
-            self._by_conn_id[conn_id], self._read_at[conn_id] = receiver, now
-        return receiver
+            reading = self._reading.setdefault(conn_id, threading.Lock())
+        with reading:
+            with self._lock:
+                if conn_id in self._by_conn_id and now - self._read_at[conn_id] < _CONFIG_SECONDS:
+                    return self._by_conn_id[conn_id]
+            receiver = self._read(conn_id, now)
+            with self._lock:
+                self._by_conn_id[conn_id], self._read_at[conn_id] = receiver, time.monotonic()
+            return receiver
 
     @staticmethod
     def _read(conn_id: str, now: float) -> _Receiver | None:
@@ -169,7 +175,7 @@ def handle_notification(conn_id: str, raw: bytes, headers: Any) -> _Reply:
 
     try:
         stored = receiver.store.add(notification)
-    except redis.RedisError as error:
+    except (redis.RedisError, OSError, ValueError) as error:
         log.warning("Could not store %s: Redis %s.", describe(notification), type(error).__name__)
         return _Reply(503, {"status": "error", "message": "Redis is not available; Agora will retry."})
     if stored is None:

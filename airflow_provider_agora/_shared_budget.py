@@ -49,7 +49,8 @@ _PRIORITY_POLL = 1
 # KEYS: window (in-flight and recent requests, score = when the place frees), queue (waiting
 # tickets, score = priority then arrival), alive (waiting tickets, score = deadline), seq.
 # ARGV: op, ticket, priority, limit, lease_ms, hold_ms, alive_ms, key_ttl_ms.
-# Returns {1, 0} when the ticket got a place, {0, ms to wait before asking again} otherwise.
+# Returns {1, 0} when the ticket got a place, {0, ms to wait before asking again} otherwise: until
+# the place it needs can free, so that waiting costs a few round trips, not one every few ms.
 _SCRIPT = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -83,12 +84,16 @@ if rank < free then
   redis.call('ZADD', window, now + tonumber(ARGV[5]), ticket)
   result = {1, 0}
 else
-  local wait = 50
-  if free <= 0 then
-    local first = redis.call('ZRANGE', window, 0, 0, 'WITHSCORES')
-    wait = math.max(1, math.min(50, tonumber(first[2]) - now))
-  else
-    wait = 5
+  -- Ask again when the place this ticket needs can free: the (rank - free)-th place of the window
+  -- by the time it frees. A request still in flight holds its place until hold ms after its
+  -- answer, so such a place cannot free sooner than that.
+  local hold = tonumber(ARGV[6])
+  local wait = hold
+  local needed = rank - free
+  local entry = redis.call('ZRANGE', window, needed, needed, 'WITHSCORES')
+  if entry[2] then
+    local frees = tonumber(entry[2])
+    if frees <= now + hold then wait = math.max(1, frees - now) end
   end
   result = {0, wait}
 end
