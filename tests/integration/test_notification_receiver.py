@@ -25,9 +25,8 @@ except ImportError:
         "the receiver is an Airflow 3 API-server plugin; Airflow 2 has no FastAPI apps", allow_module_level=True
     )
 
-from airflow_provider_agora.notifications import sign
-
 from airflow_provider_agora._notification_store import notification_keys
+from airflow_provider_agora.notifications import sign
 from airflow_provider_agora.simulator import AgoraSimulator
 from tests.integration.ui_helpers import AirflowApiServer
 from tests.support import APP_ID, CUSTOMER_ID, CUSTOMER_SECRET, RedisServer, connection_json
