@@ -22,6 +22,7 @@ imported only here, and only when a connection has ``redis_conn_id``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import math
@@ -56,6 +57,11 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local window, queue, alive, seq = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local op, ticket = ARGV[1], ARGV[2]
+if op == 'forget' then
+  redis.call('ZREM', queue, ticket)
+  redis.call('ZREM', alive, ticket)
+  return {1, 0}
+end
 if op == 'release' then
   if redis.call('ZSCORE', window, ticket) then
     redis.call('ZADD', window, now + tonumber(ARGV[6]), ticket)
@@ -302,6 +308,10 @@ class SharedBudget:
         except (redis.RedisError, OSError) as error:
             self._redis_failed(error)
             return False
+        except asyncio.CancelledError:  # the wait was settled otherwise: leave the queue at once
+            with contextlib.suppress(redis.RedisError, OSError):
+                await asyncio.shield(self._acall("forget", ticket, priority))
+            raise
 
     async def _arelease(self, ticket: str) -> None:
         import redis

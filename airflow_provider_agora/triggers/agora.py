@@ -8,6 +8,7 @@ primitives and name the connection, never a secret.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING, Any
@@ -176,7 +177,7 @@ class AgoraRecordingQueryTrigger(BaseTrigger):
                         next_query = 0.0
             if (decision is None or decision.outcome is Outcome.WAIT) and time.time() >= next_query:
                 try:
-                    decision = await self._poll(hook, spec, memory)
+                    decision = await self._poll_or_hear(hook, spec, memory, heard)
                 except AgoraError as error:
                     return TriggerEvent({"status": EVENT_ERROR, "message": str(error), "result": memory.last_seen})
                 next_query = time.time() + interval
@@ -207,6 +208,34 @@ class AgoraRecordingQueryTrigger(BaseTrigger):
             else:
                 await heard.changed(timeout=min(pause, self._exit_grace_left(spec, memory)))
         return self._timeout_event(memory)
+
+    async def _poll_or_hear(
+        self, hook: AgoraAsyncHook, spec: WaitSpec, memory: WaitMemory, heard: Subscription | None
+    ) -> Decision:
+        """One ``query``; when notifications are followed, raced against them. With thousands of
+        waits a query queues for Agora's budget for up to N/10 seconds: a notification that
+        settles the wait meanwhile ends it at once, and the queued query is given up."""
+        if heard is None:
+            return await self._poll(hook, spec, memory)
+        query = asyncio.ensure_future(self._poll(hook, spec, memory))
+        try:
+            while True:
+                news = asyncio.ensure_future(heard.changed(timeout=max(self.end_time - time.time(), 0.0)))
+                await asyncio.wait({query, news}, return_when=asyncio.FIRST_COMPLETED)
+                if query.done():
+                    news.cancel()
+                    return query.result()
+                if news.result():
+                    settled = decide_on_notifications(spec, memory, heard.notifications, time.time())
+                    if settled is not None and settled.outcome is not Outcome.WAIT:
+                        return settled
+                elif time.time() >= self.end_time:
+                    return await query
+        finally:
+            if not query.done():
+                query.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await query
 
     @staticmethod
     def _exit_grace_left(spec: WaitSpec, memory: WaitMemory) -> float:

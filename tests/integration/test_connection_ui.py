@@ -298,8 +298,7 @@ def test_add_connection_form_in_the_browser(browser: Any, server: AirflowApiServ
     extras = json.loads(stored["extra"])
     assert extras["app_id"] == APP_ID  # unprefixed, as the hook reads it
     assert {key: value for key, value in extras.items() if key != "app_id"} == {
-        "max_requests_per_second": None,
-        "timeout": None,
+        name: None for name in CONN_FIELDS if name != "app_id"
     }
     status, message = press_test(
         server, {"connection_id": "agora_browser", "conn_type": "agora", "host": sim.url, "password": "***"}

@@ -146,11 +146,8 @@ def stored(redis: Any) -> list[dict[str, Any]]:
 
 def test_a_signed_notification_is_stored_once_normalised(api_server: AirflowApiServer, redis: Any) -> None:
     body = envelope(31, UPLOADED)
-    started = time.monotonic()
-    answer = post(api_server, body)
-    elapsed = time.monotonic() - started
+    answer = post(api_server, body)  # its time is measured in benchmarks/notification_receiver.py
     assert (answer.status_code, answer.json()["status"]) == (200, "stored")
-    assert elapsed < 10  # Agora's own limit for an answer
     (notification,) = stored(redis)
     assert (notification["notice_id"], notification["sid"], notification["event_type"]) == (body["noticeId"], SID, 31)
     assert notification["files"] == FILES_31
