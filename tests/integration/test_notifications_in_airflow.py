@@ -3,6 +3,7 @@ two triggerers, with a real ``redis-server`` and the simulator posting notificat
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import subprocess
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from airflow_provider_agora._notification_store import notification_keys
 from airflow_provider_agora.hooks.agora import AgoraHook
 from airflow_provider_agora.simulator import AgoraSimulator
 from tests.integration.test_triggerer import (  # the same harness as the real-triggerer tests
@@ -156,6 +158,33 @@ def test_a_real_triggerer_ends_a_ten_minute_poll_on_the_uploaded_notification(ag
     ]
     assert result["ended_by"] == "notification"
     assert any(f["fileName"].endswith(".mp4") for f in result["files"])
+
+
+def test_a_notification_that_arrives_while_the_triggerers_are_down_ends_the_wait_after_the_restart(
+    agora_here: Cluster, redis_server: RedisServer
+) -> None:
+    cluster = agora_here
+    recording = recording_in_progress(cluster.simulator, "restart-room")
+    wait_until_recording(cluster, recording)
+    run_id = cluster.trigger({"resource_id": recording["resource_id"], "sid": recording["sid"]}, dag_id=WAIT_DAG)
+    cluster.wait_for("the wait to be deferred", lambda: cluster.task_state(run_id) == "deferred", 120)
+    cluster.stop("triggerer")
+    cluster.stop("triggerer-2")
+    stop(recording)
+    keys = notification_keys(CUSTOMER_ID)
+
+    def uploaded_stored() -> bool:
+        stored = redis_server.client().lrange(keys["sid"] + recording["sid"], 0, -1)
+        return any(json.loads(raw)["event_type"] == 31 for raw in stored)
+
+    cluster.wait_for("the uploaded notification, stored while no triggerer runs", uploaded_stored, 60)
+    cluster.start("triggerer", "triggerer", "--skip-serve-logs")
+    cluster.start("triggerer-2", "triggerer", "--skip-serve-logs")
+    cluster.wait_for("the wait to succeed after the restart", lambda: cluster.task_state(run_id) == "success", 180)
+    result = cluster.get_json(f"/api/v2/dags/{WAIT_DAG}/dagRuns/{run_id}/taskInstances/wait/xcomEntries/return_value")[
+        "value"
+    ]
+    assert result["ended_by"] == "notification"
 
 
 def test_the_asset_watcher_fires_once_per_finished_recording_with_two_triggerers(agora_here: Cluster) -> None:

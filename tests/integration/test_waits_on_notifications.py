@@ -324,3 +324,41 @@ def test_the_asset_watcher_fires_once_per_finished_recording_with_two_triggerers
     events = asyncio.run(watch(3))
     assert sorted(event["cname"] for event in events) == ["asset-room-0", "asset-room-1", "asset-room-2"]
     assert all(any(f["fileName"].endswith(".mp4") for f in event["files"]) for event in events)
+
+
+@pytest.mark.parametrize("mode", ["poke", "deferrable"])
+def test_an_idle_ended_recording_yields_its_mp4s_through_the_notification_in_poke_and_deferrable_mode(
+    mode: str, agora: AgoraSimulator, redis_server: RedisServer
+) -> None:
+    """The reschedule case is above, beside the polling-only run that misses the MP4s."""
+    cname = f"idle-{mode}"
+    recording = start(cname, {**WITH_FILES, "recordingConfig": {"maxIdleTime": 5}})
+    in_progress(recording)
+    task = sensor(
+        recording,
+        mode="poke",
+        poke_interval=0.2,
+        on_not_found="succeed",
+        not_found_grace_period=2,
+        deferrable=mode == "deferrable",
+    )
+    if mode == "deferrable":
+        with pytest.raises(TaskDeferred) as deferred:
+            task.execute({})
+        agora.leave_channel(cname)
+        event = run_trigger(deferred.value)
+        assert event["status"] == "success"
+        result = event["result"]
+    else:
+        assert task.poke({}) is False  # seen running
+        agora.leave_channel(cname)
+        result = None
+        deadline = time.monotonic() + 60
+        while result is None:
+            outcome = task.poke({})
+            if outcome is not False:
+                result = outcome.xcom_value  # type: ignore[union-attr]
+            assert time.monotonic() < deadline
+            time.sleep(task.poke_interval)  # the sensor's own poke interval
+    assert result["ended_by"] == "notification"
+    assert any(f["fileName"].endswith(".mp4") for f in result["files"])
