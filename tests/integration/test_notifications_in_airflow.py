@@ -21,6 +21,7 @@ from tests.integration.test_triggerer import (  # the same harness as the real-t
     STARTUP_TIMEOUT,
     Cluster,
     free_port,
+    wait_scheduler_saw_deferral,
 )
 from tests.support import APP_ID, CUSTOMER_ID, CUSTOMER_SECRET, FAST_RETRIES, RedisServer, connection_json
 
@@ -151,6 +152,7 @@ def test_a_real_triggerer_ends_a_ten_minute_poll_on_the_uploaded_notification(ag
     wait_until_recording(cluster, recording)
     run_id = cluster.trigger({"resource_id": recording["resource_id"], "sid": recording["sid"]}, dag_id=WAIT_DAG)
     cluster.wait_for("the wait to be deferred", lambda: cluster.task_state(run_id) == "deferred", 120)
+    wait_scheduler_saw_deferral(cluster, run_id)  # an Airflow race otherwise (see test_triggerer)
     stop(recording)
     cluster.wait_for("the wait to succeed", lambda: cluster.task_state(run_id) == "success", 120)
     result = cluster.get_json(f"/api/v2/dags/{WAIT_DAG}/dagRuns/{run_id}/taskInstances/wait/xcomEntries/return_value")[
@@ -168,6 +170,7 @@ def test_a_notification_that_arrives_while_the_triggerers_are_down_ends_the_wait
     wait_until_recording(cluster, recording)
     run_id = cluster.trigger({"resource_id": recording["resource_id"], "sid": recording["sid"]}, dag_id=WAIT_DAG)
     cluster.wait_for("the wait to be deferred", lambda: cluster.task_state(run_id) == "deferred", 120)
+    wait_scheduler_saw_deferral(cluster, run_id)
     cluster.stop("triggerer")
     cluster.stop("triggerer-2")
     stop(recording)
