@@ -301,7 +301,10 @@ def expected_extra_schema(name: str) -> dict[str, Any]:
     # than Optional are not carried over.
     json_type = next(t for t in spec["schema"]["type"] if t != "null")
     field_type = {"string": "string", "integer": "integer", "number": "string"}[json_type]
-    return {"type": [field_type, "null"], "title": spec["label"]}
+    schema: dict[str, Any] = {"type": [field_type, "null"], "title": spec["label"]}
+    if spec["schema"].get("format") == "password":  # a PasswordField: the UI hides what is typed
+        schema["format"] = "password"
+    return schema
 
 
 def test_hook_meta_offers_the_agora_form(api_server: ApiServer) -> None:
