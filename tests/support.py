@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -24,6 +26,7 @@ __all__ = [
     "connection_json",
     "max_in_sliding_second",
     "redact",
+    "running_redis",
 ]
 
 CUSTOMER_ID = "test-customer"
@@ -218,3 +221,18 @@ class RedisServer:
 
         secret = quote(password if password is not None else self.PASSWORD, safe="")
         return f"redis://:{secret}@127.0.0.1:{self.port}/0"
+
+
+@contextlib.contextmanager
+def running_redis() -> Iterator[RedisServer]:
+    """A started ``RedisServer`` for a fixture; the test skips, saying why, without the package."""
+    import pytest
+
+    server = RedisServer()
+    if not server.available:
+        pytest.skip("redis-server is not installed (make test installs Debian's redis-server package)")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -81,16 +81,6 @@ UPLOADED = {"msgName": "uploaded", "status": 0, "fileList": FILES_31}
 
 
 @pytest.fixture(scope="module")
-def redis_server() -> Iterator[RedisServer]:
-    server = RedisServer()
-    if not server.available:
-        pytest.skip("redis-server is not installed (make test installs Debian's redis-server package)")
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
 def api_server(tmp_path_factory: pytest.TempPathFactory, redis_server: RedisServer) -> Iterator[AirflowApiServer]:
     home: Path = tmp_path_factory.mktemp("airflow-ncs")
     server = AirflowApiServer(home)

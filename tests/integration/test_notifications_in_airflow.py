@@ -32,16 +32,6 @@ WITH_FILES = {"recordingFileConfig": {"avFileType": ["hls", "mp4"]}}
 
 
 @pytest.fixture(scope="module")
-def redis_server() -> Iterator[RedisServer]:
-    server = RedisServer()
-    if not server.available:
-        pytest.skip("redis-server is not installed (make test installs Debian's redis-server package)")
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory, redis_server: RedisServer) -> Iterator[Cluster]:
     from cryptography.fernet import Fernet
 

@@ -22,7 +22,7 @@ import pytest
 
 from airflow_provider_agora._shared_budget import key_prefix
 from airflow_provider_agora.simulator import AgoraSimulator, RequestRecord, max_in_sliding_second
-from tests.support import APP_ID, CUSTOMER_ID, CUSTOMER_SECRET, RedisServer, connection_json
+from tests.support import APP_ID, CUSTOMER_ID, CUSTOMER_SECRET, RedisServer, connection_json, running_redis
 
 WORKER = str(Path(__file__).with_name("budget_worker.py"))
 ROOT = Path(__file__).resolve().parents[2]
@@ -31,12 +31,9 @@ LIMIT = 10
 
 @pytest.fixture
 def redis_server() -> Iterator[RedisServer]:
-    server = RedisServer()
-    if not server.available:
-        pytest.skip("redis-server is not installed (make test installs Debian's redis-server package)")
-    server.start()
-    yield server
-    server.stop()
+    """One per test here: tests stop it, and count keys from an empty database."""
+    with running_redis() as server:
+        yield server
 
 
 @pytest.fixture
