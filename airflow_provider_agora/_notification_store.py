@@ -43,8 +43,10 @@ return id
 """
 
 
-def notification_keys(customer_id: str) -> dict[str, str]:
-    prefix = f"{key_prefix(customer_id)}:ncs"
+def notification_keys(customer_id: str, namespace: str) -> dict[str, str]:
+    """The keys of one account's notifications verified with one project's secret (``namespace``:
+    ``notifications.namespace_of``)."""
+    prefix = f"{key_prefix(customer_id)}:ncs:{namespace}"
     return {"stream": f"{prefix}:stream", "seen": f"{prefix}:seen:", "end": f"{prefix}:end:", "sid": f"{prefix}:sid:"}
 
 

@@ -54,7 +54,14 @@ class AgoraSettings:
     redis_conn_id: str | None = None
     redis_fallback_share: float = DEFAULT_REDIS_FALLBACK_SHARE
     redis: RedisSettings | None = None  # filled in by the hooks from ``redis_conn_id``
-    receives_notifications: bool = False  # ncs_secret is set: Agora's notifications arrive in Redis
+    #: Where this connection's verified notifications are kept (``notifications.namespace_of`` of
+    #: ``ncs_secret``, then of ``ncs_previous_secret``); empty without ``ncs_secret``.
+    notification_namespaces: tuple[str, ...] = ()
+
+    @property
+    def receives_notifications(self) -> bool:
+        """``ncs_secret`` is set: Agora's notifications arrive in Redis."""
+        return bool(self.notification_namespaces)
 
     @property
     def basic_token(self) -> str:
@@ -178,8 +185,17 @@ def settings_from_connection(
         timeout=timeout,
         redis_conn_id=redis_conn_id,
         redis_fallback_share=share,
-        receives_notifications=bool(extra.get("ncs_secret")),
+        notification_namespaces=_notification_namespaces(extra),
     )
+
+
+def _notification_namespaces(extra: dict[str, Any]) -> tuple[str, ...]:
+    from airflow_provider_agora.notifications import namespace_of
+
+    if not extra.get("ncs_secret"):
+        return ()
+    secrets = [str(extra[name]) for name in ("ncs_secret", "ncs_previous_secret") if extra.get(name)]
+    return tuple(dict.fromkeys(namespace_of(secret) for secret in secrets))
 
 
 def missing_connection(conn_id: str) -> AgoraConfigurationError:

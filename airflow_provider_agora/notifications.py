@@ -50,6 +50,7 @@ __all__ = [
     "Notification",
     "NotificationError",
     "describe",
+    "namespace_of",
     "parse_notification",
     "sign",
     "verify_signature",
@@ -115,6 +116,19 @@ def sign(raw: bytes, secret: str) -> dict[str, str]:
         SIGNATURE_HEADER: hmac.new(key, raw, hashlib.sha1).hexdigest(),
         SIGNATURE_V2_HEADER: hmac.new(key, raw, hashlib.sha256).hexdigest(),
     }
+
+
+def namespace_of(secret: str) -> str:
+    """Where notifications verified with ``secret`` are kept: a digest that names the Agora project
+    (Agora issues one NCS Secret per project) without revealing the secret.
+
+    Two connections that hold the same secret share a namespace; a notification verified with
+    another project's secret lands in another one, so it can neither settle this project's waits
+    nor suppress its genuine notifications as duplicates.
+    """
+    if not secret:
+        raise ValueError("An NCS namespace needs a non-empty secret.")
+    return hmac.new(secret.encode("utf-8"), b"airflow-provider-agora/ncs-namespace", hashlib.sha256).hexdigest()[:16]
 
 
 def verify_signature(raw: bytes, headers: Mapping[str, str], secrets: Sequence[str | None]) -> bool:
