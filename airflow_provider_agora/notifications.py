@@ -2,7 +2,12 @@
 
 Pure functions, no I/O and no logging: a receiver verifies the raw body with ``verify_signature``,
 turns it into a ``Notification`` with ``parse_notification`` and stores ``Notification.to_json()``;
-whoever waits for a recording reads it back with ``Notification.from_json``.
+whoever waits for a recording reads it back with ``load_stored`` (or ``Notification.from_json``).
+
+Bodies come from the internet and a valid signature only proves they come from *an* Agora project,
+so every limit is enforced here: the JSON nesting depth is checked before anything parses the body
+(no input can exhaust the stack, in the receiver or in a reader), every integer read must fit the
+range its field can have, and a Notification keeps a bounded part of Agora's ``details``.
 
 NCS signs the raw request body twice with the product's Secret: ``Agora-Signature`` is the hex
 HMAC-SHA1 and ``Agora-Signature-V2`` the hex HMAC-SHA256. Nothing else is signed (no timestamp, no
@@ -22,6 +27,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import hmac
+import itertools
 import json
 import math
 import re
@@ -40,6 +46,10 @@ __all__ = [
     "EXITED",
     "FAILOVER",
     "KINDS",
+    "MAX_DETAIL_KEY_LENGTH",
+    "MAX_DETAIL_TEXT_LENGTH",
+    "MAX_KEPT_DETAILS",
+    "MAX_NESTING_DEPTH",
     "OTHER",
     "PROGRESS",
     "PROGRESS_EVENT_TYPES",
@@ -50,6 +60,7 @@ __all__ = [
     "Notification",
     "NotificationError",
     "describe",
+    "load_stored",
     "namespace_of",
     "parse_notification",
     "sign",
@@ -91,12 +102,49 @@ _SESSION_EXIT = 11
 _FAILOVER = 12
 _ERROR = 1
 
+#: The deepest nesting of arrays and objects a body or a stored notification may have. Agora's deepest
+#: real body is envelope, payload, details, fileList, file object: 5.
+MAX_NESTING_DEPTH = 16
+#: What a Notification keeps of Agora's ``details`` (the file list aside, which becomes ``files``):
+#: at most this many keys, each a string of at most MAX_DETAIL_KEY_LENGTH characters, with scalar
+#: values only, strings cut to MAX_DETAIL_TEXT_LENGTH characters.
+MAX_KEPT_DETAILS = 32
+MAX_DETAIL_KEY_LENGTH = 64
+MAX_DETAIL_TEXT_LENGTH = 1024
+# Kept before any other key when details has more than MAX_KEPT_DETAILS: the ones Agora documents.
+_DOCUMENTED_DETAILS = (
+    "msgName",
+    "status",
+    "code",
+    "message",
+    "details",
+    "exitStatus",
+    "errorLevel",
+    "errorCode",
+    "errorMsg",
+    "module",
+    "stat",
+    "newUid",
+    "limitType",
+    "recorderStartTime",
+)
+
+# Integer ranges (inclusive): any integer read must fit 64 bits; ids and types are 32-bit
+# non-negative; millisecond timestamps are non-negative and exact in a double (and in JavaScript), so
+# ``notify_ms / 1000`` can never overflow.
+_INT64 = (-(2**63), 2**63 - 1)
+_ID = (0, 2**31 - 1)
+_MILLISECONDS = (0, 2**53 - 1)
+
+# A JSON string (skipped whole; an unterminated one runs to the end) or one bracket.
+_JSON_TOKEN = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"?|[\[\]{}]', re.DOTALL)
 _SHA1_HEX = re.compile(r"[0-9a-f]{40}")
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 _INTEGER = re.compile(r"-?[0-9]{1,20}")
 _MAX_SECRETS = 2  # the current Secret and, while it is being rotated, the previous one
 _ABSENT = object()
 _MALFORMED = object()
+_DROPPED = object()
 
 
 class NotificationError(ValueError):
@@ -188,9 +236,14 @@ def _matches(raw: bytes, digest: str, keys: list[bytes], algorithm: str) -> bool
 class Notification:
     """One NCS notification: Agora's envelope and payload, plus what it means for the recording.
 
-    ``details`` is Agora's ``payload.details`` as sent. The derived fields are set only for the events
-    that carry them: ``files`` for 31, 32 and 71 (normalised like ``query`` answers), ``upload_status``
-    for 31/32, ``web_code`` for 71, ``exit_status`` for 11, ``new_uid`` for 12, ``error_level`` for 1.
+    ``details`` is a bounded part of Agora's ``payload.details``, so a stored notification stays small:
+    its scalar values (``msgName``, ``status``, ``code``, ``exitStatus``, ...; strings cut to
+    ``MAX_DETAIL_TEXT_LENGTH`` characters) under at most ``MAX_KEPT_DETAILS`` keys of at most
+    ``MAX_DETAIL_KEY_LENGTH`` characters, Agora's documented keys first. Nested objects and arrays are
+    dropped, ``fileList`` too: its files are all in ``files``. The derived fields are set only for the
+    events that carry them: ``files`` for 31, 32 and 71 (normalised like ``query`` answers),
+    ``upload_status`` for 31/32, ``web_code`` for 71, ``exit_status`` for 11, ``new_uid`` for 12,
+    ``error_level`` for 1.
     """
 
     notice_id: str
@@ -218,7 +271,12 @@ class Notification:
 
     @classmethod
     def from_json(cls, data: Mapping[str, object]) -> Notification:
-        """The Notification that ``to_json`` wrote; keys it does not know are ignored."""
+        """The Notification that ``to_json`` wrote; keys it does not know are ignored.
+
+        Integers must be in their fields' ranges and ``details`` is bounded as ``parse_notification``
+        bounds it (older documents kept Agora's whole details). ``data`` is trusted to be shallow: to read
+        JSON text, use ``load_stored``, which checks its depth first.
+        """
         if not isinstance(data, Mapping):
             raise NotificationError(f"A stored notification is a {type(data).__name__}, not an object.")
         stored = _Stored(data)
@@ -230,16 +288,16 @@ class Notification:
             raise NotificationError("The stored notification's files are not all objects.")
         return cls(
             notice_id=stored.text("notice_id"),
-            product_id=stored.integer("product_id"),
-            event_type=stored.integer("event_type"),
-            notify_ms=stored.integer("notify_ms"),
+            product_id=stored.integer("product_id", _ID),
+            event_type=stored.integer("event_type", _ID),
+            notify_ms=stored.integer("notify_ms", _MILLISECONDS),
             sid=stored.optional_text("sid"),
             cname=stored.optional_text("cname"),
             uid=stored.optional_text("uid"),
             sequence=stored.optional_integer("sequence"),
-            sendts=stored.optional_integer("sendts"),
+            sendts=stored.optional_integer("sendts", _MILLISECONDS),
             service_type=stored.optional_integer("service_type"),
-            details=copy.deepcopy(stored.value("details", dict)),
+            details=_kept_details(stored.value("details", dict)),
             kind=kind,
             files=cast("list[RecordingFile]", copy.deepcopy(raw_files)),
             exit_status=stored.optional_integer("exit_status"),
@@ -269,14 +327,38 @@ class _Stored:
     def text(self, key: str) -> str:
         return cast(str, self.value(key, str))
 
-    def integer(self, key: str) -> int:
-        return cast(int, self.value(key, int))
+    def integer(self, key: str, bounds: tuple[int, int] = _INT64) -> int:
+        number = cast(int, self.value(key, int))
+        if not bounds[0] <= number <= bounds[1]:
+            raise NotificationError(
+                f"The stored notification's {key} {_shown(number)} is not between {bounds[0]} and {bounds[1]}."
+            )
+        return number
 
     def optional_text(self, key: str) -> str | None:
         return None if self.data.get(key) is None else self.text(key)
 
-    def optional_integer(self, key: str) -> int | None:
-        return None if self.data.get(key) is None else self.integer(key)
+    def optional_integer(self, key: str, bounds: tuple[int, int] = _INT64) -> int | None:
+        return None if self.data.get(key) is None else self.integer(key, bounds)
+
+
+def load_stored(raw: str | bytes) -> Notification:
+    """The Notification in a stored ``to_json`` document (JSON text), for readers that skip what they cannot use.
+
+    Anything unreadable (not JSON, nested deeper than ``MAX_NESTING_DEPTH``, wrong types or ranges)
+    raises NotificationError and nothing else, so one bad document cannot stop a reader.
+    """
+    try:
+        text = _json_text(raw, "stored notification")
+        _check_depth(text, "stored notification")
+        data = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
+        return Notification.from_json(data)
+    except NotificationError:
+        raise
+    except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as error:
+        raise NotificationError(
+            f"The stored notification cannot be read ({type(error).__name__}: {_printable(str(error), 160)})."
+        ) from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -289,17 +371,24 @@ def parse_notification(raw: bytes) -> Notification:
     The envelope (``noticeId``, ``productId``, ``eventType``, ``notifyMs``) is required for every
     product. A cloud-recording notification's ``payload`` is required and checked; another product's
     payload is read as far as it fits and the notification's kind is ``OTHER``. Numbers sent as
-    numeric strings are accepted. The sid is ``payload.sid``, else the top-level ``sid``.
+    numeric strings are accepted. The sid is ``payload.sid``, else the top-level ``sid``. The kept
+    ``details`` are bounded (see ``Notification``); the kind is decided on the details as sent.
 
-    Raises NotificationError, with one sentence saying what is wrong, when the body is not JSON, not
-    an object, misses an envelope field, or (cloud recording) has a payload, details or file list of
-    the wrong type, or a 31/32 without a numeric ``status`` or a 71 without a numeric ``code`` (their
-    kind depends on it).
+    Ranges: ``productId`` and ``eventType`` are 0 to 2**31 - 1, ``notifyMs`` and ``sendts`` 0 to
+    2**53 - 1 (the clock is the receiver's to check), every other integer fits 64 bits.
+
+    Raises NotificationError, and nothing else, with one sentence saying what is wrong, when the body
+    is not JSON, is nested deeper than ``MAX_NESTING_DEPTH`` (checked before parsing), is not an
+    object, misses an envelope field or has one out of range, or (cloud recording) has a payload,
+    details or file list of the wrong type, an integer out of range, or a 31/32 without a numeric
+    ``status`` or a 71 without a numeric ``code`` (their kind depends on it).
     """
+    text = _json_text(raw, "notification body")
+    _check_depth(text, "notification body")
     try:
-        body = json.loads(raw, parse_constant=_refuse_constant, parse_float=_finite_float)
+        body = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
     except (ValueError, RecursionError) as error:
-        raise NotificationError(f"The notification body is not JSON ({error}).") from None
+        raise NotificationError(f"The notification body is not JSON ({_printable(str(error), 160)}).") from None
     if not isinstance(body, dict):
         raise NotificationError(f"The notification body is a JSON {_json_type(body)}, not an object.")
 
@@ -307,9 +396,9 @@ def parse_notification(raw: bytes) -> Notification:
     if notice_id is None:
         raise NotificationError("The notification has no noticeId.")
     where = f"notification {_shown(notice_id)}"
-    product_id = _required_integer(body, "productId", where)
-    event_type = _required_integer(body, "eventType", where)
-    notify_ms = _required_integer(body, "notifyMs", where)
+    product_id = _required_integer(body, "productId", where, _ID)
+    event_type = _required_integer(body, "eventType", where, _ID)
+    notify_ms = _required_integer(body, "notifyMs", where, _MILLISECONDS)
 
     strict = product_id == CLOUD_RECORDING_PRODUCT_ID
     payload = body.get("payload")
@@ -336,20 +425,23 @@ def parse_notification(raw: bytes) -> Notification:
         cname=_text(payload, "cname", where, strict=strict, prefix="payload."),
         uid=_text(payload, "uid", where, strict=strict, prefix="payload."),
         sequence=_integer(payload, "sequence", where, strict=strict, prefix="payload."),
-        sendts=_integer(payload, "sendts", where, strict=strict, prefix="payload."),
+        sendts=_integer(payload, "sendts", where, strict=strict, prefix="payload.", bounds=_MILLISECONDS),
         service_type=_integer(payload, "serviceType", where, strict=strict, prefix="payload."),
-        details=details,
+        details=_kept_details(details),
         kind=OTHER,
         files=[],
     )
     if not strict:
         return notification
-    return _classified(notification, where)
+    return _classified(notification, details, where)
 
 
-def _classified(notification: Notification, where: str) -> Notification:
-    """The cloud-recording notification with its kind and the derived fields of its event type."""
-    details, event_type = notification.details, notification.event_type
+def _classified(notification: Notification, details: dict[str, Any], where: str) -> Notification:
+    """The cloud-recording notification with its kind and the derived fields of its event type.
+
+    ``details`` is Agora's, as sent: the notification keeps only part of it, not ``fileList``.
+    """
+    event_type = notification.event_type
     if event_type in _UPLOADED:
         status = _integer(details, "status", where, strict=True, prefix="payload.details.")
         if status is None:
@@ -394,11 +486,47 @@ def _files(details: dict[str, Any], sid: str | None, where: str) -> list[Recordi
 
     value = details.get("fileList")
     try:
-        return _file_list(value, sid=sid, where="payload.details.fileList")
+        files = _file_list(value, sid=sid, where="payload.details.fileList")
     except (AgoraResponseError, ValueError, TypeError):
         raise NotificationError(
             f"The {where} has a payload.details.fileList that is not a list of file objects: {_shown(value)}."
         ) from None
+    for file in files:
+        for key, item in file.items():
+            if isinstance(item, int) and not isinstance(item, bool) and not _INT64[0] <= item <= _INT64[1]:
+                raise NotificationError(
+                    f"The {where} lists a file whose {_shown(key)} {_shown(item)} does not fit 64 bits."
+                )
+    return files
+
+
+def _kept_details(details: Mapping[str, Any]) -> dict[str, Any]:
+    """The bounded part of Agora's details a Notification keeps (see ``Notification``): no second copy of
+    the file list and no nesting, so a stored notification is about the size of its files."""
+    kept: dict[str, Any] = {}
+    for key in itertools.chain(_DOCUMENTED_DETAILS, details):
+        if len(kept) >= MAX_KEPT_DETAILS:
+            break
+        if key == "fileList" or key in kept or key not in details:
+            continue
+        if not isinstance(key, str) or len(key) > MAX_DETAIL_KEY_LENGTH:
+            continue
+        value = _kept_scalar(details[key])
+        if value is not _DROPPED:
+            kept[key] = value
+    return kept
+
+
+def _kept_scalar(value: object) -> object:
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return value if _INT64[0] <= value <= _INT64[1] else _DROPPED
+    if isinstance(value, float):
+        return value if math.isfinite(value) else _DROPPED
+    if isinstance(value, str):
+        return value[:MAX_DETAIL_TEXT_LENGTH]
+    return _DROPPED
 
 
 def _text(data: Mapping[str, Any], key: str, where: str, *, strict: bool, prefix: str = "") -> str | None:
@@ -409,7 +537,11 @@ def _text(data: Mapping[str, Any], key: str, where: str, *, strict: bool, prefix
     if isinstance(value, str):
         return value
     if isinstance(value, int) and not isinstance(value, bool):
-        return str(value)
+        if _INT64[0] <= value <= _INT64[1]:
+            return str(value)
+        if strict:
+            raise NotificationError(f"The {where} has {prefix}{key} {_shown(value)}, which does not fit 64 bits.")
+        return None
     if strict:
         raise NotificationError(
             f"The {where} has {prefix}{key} that is a JSON {_json_type(value)}, not a string: {_shown(value)}."
@@ -417,19 +549,36 @@ def _text(data: Mapping[str, Any], key: str, where: str, *, strict: bool, prefix
     return None
 
 
-def _integer(data: Mapping[str, Any], key: str, where: str, *, strict: bool, prefix: str = "") -> int | None:
-    """An integer field, also when sent as a numeric string; missing is None."""
+def _integer(
+    data: Mapping[str, Any],
+    key: str,
+    where: str,
+    *,
+    strict: bool,
+    prefix: str = "",
+    bounds: tuple[int, int] = _INT64,
+) -> int | None:
+    """An integer field within ``bounds`` (inclusive), also when sent as a numeric string; missing is None.
+
+    Wrong or out of range is a NotificationError when ``strict``, else None (ignored).
+    """
     value = data.get(key)
     if value is None:
         return None
     number = _as_integer(value)
-    if number is None and strict:
+    if number is not None and bounds[0] <= number <= bounds[1]:
+        return number
+    if not strict:
+        return None
+    if number is None:
         raise NotificationError(f"The {where} has {prefix}{key} {_shown(value)}, which is not an integer.")
-    return number
+    raise NotificationError(
+        f"The {where} has {prefix}{key} {_shown(value)}, which is not between {bounds[0]} and {bounds[1]}."
+    )
 
 
-def _required_integer(data: Mapping[str, Any], key: str, where: str) -> int:
-    number = _integer(data, key, where, strict=True)
+def _required_integer(data: Mapping[str, Any], key: str, where: str, bounds: tuple[int, int]) -> int:
+    number = _integer(data, key, where, strict=True, bounds=bounds)
     if number is None:
         raise NotificationError(f"The {where} has no {key}.")
     return number
@@ -445,6 +594,38 @@ def _as_integer(value: object) -> int | None:
     if isinstance(value, str) and _INTEGER.fullmatch(value.strip()):
         return int(value.strip())
     return None
+
+
+def _json_text(raw: object, what: str) -> str:
+    """``raw`` as text, decoded as ``json.loads`` decodes bytes (UTF-8, -16 or -32), so the depth scan
+    reads the characters the parser will read."""
+    if isinstance(raw, str):
+        return raw
+    if not isinstance(raw, (bytes, bytearray)):
+        raise NotificationError(f"The {what} is a {type(raw).__name__}, not bytes or text.")
+    try:
+        return raw.decode(json.detect_encoding(raw), "surrogatepass")
+    except (UnicodeDecodeError, LookupError) as error:
+        raise NotificationError(f"The {what} is not JSON ({_printable(str(error), 160)}).") from None
+
+
+def _check_depth(text: str, what: str) -> None:
+    """Refuse JSON text nested deeper than ``MAX_NESTING_DEPTH``, before anything parses it.
+
+    One left-to-right pass over the brackets outside strings (a string, escapes and all, is one
+    token), with no recursion, so a 1 MiB ``[[[[...`` costs one linear scan that stops at the limit.
+    """
+    depth = 0
+    for token in _JSON_TOKEN.finditer(text):
+        char = text[token.start()]
+        if char in "[{":
+            depth += 1
+            if depth > MAX_NESTING_DEPTH:
+                raise NotificationError(
+                    f"The {what} is nested deeper than {MAX_NESTING_DEPTH} levels of arrays and objects."
+                )
+        elif char in "]}" and depth:
+            depth -= 1
 
 
 def _refuse_constant(name: str) -> object:
@@ -474,7 +655,12 @@ def _json_type(value: object) -> str:
 
 def _shown(value: object, limit: int = 60) -> str:
     """A value as it may appear in an error message or a log line: repr, one line, truncated."""
-    text = repr(value)
+    if isinstance(value, str) and len(value) > limit:
+        value = value[:limit]  # no repr of a megabyte to show sixty characters of it
+    try:
+        text = repr(value)
+    except ValueError:  # an integer too long to print (sys.get_int_max_str_digits)
+        return "a very long integer"
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 

@@ -20,6 +20,10 @@ from airflow_provider_agora.notifications import (
     ERROR,
     EXITED,
     FAILOVER,
+    MAX_DETAIL_KEY_LENGTH,
+    MAX_DETAIL_TEXT_LENGTH,
+    MAX_KEPT_DETAILS,
+    MAX_NESTING_DEPTH,
     OTHER,
     PROGRESS,
     UPLOAD_FAILED,
@@ -27,6 +31,7 @@ from airflow_provider_agora.notifications import (
     Notification,
     NotificationError,
     describe,
+    load_stored,
     parse_notification,
     sign,
     verify_signature,
@@ -425,7 +430,7 @@ def _mutated(change: Any) -> bytes:
         (b"{not json", "The notification body is not JSON"),
         (b"\xff\xfe\x00garbage", "The notification body is not JSON"),
         (b'{"noticeId":"n","productId":3,"eventType":31,"notifyMs":NaN,"payload":{}}', "is not JSON"),
-        (b"[" * 100_000, "The notification body is not JSON"),
+        (b"[" * 100_000, "The notification body is nested deeper than 16 levels of arrays and objects."),
         (b"[1, 2]", "The notification body is a JSON array, not an object."),
         (_mutated(lambda b: b.pop("noticeId")), "The notification has no noticeId."),
         (_mutated(lambda b: b.update(noticeId=[1])), "noticeId that is a JSON array, not a string"),
@@ -480,6 +485,274 @@ def test_malformed_bodies_raise_one_clear_sentence(raw: bytes, message: str) -> 
 
 
 # =============================================================================================
+# Limits: nesting depth (checked on the raw text, before json.loads)
+
+# envelope() nests details two levels down (body, payload), and details is a third level.
+DETAILS_DEPTH = 3
+
+
+def nested_arrays(levels: int) -> list[Any]:
+    """``levels`` arrays, each the only item of the one around it."""
+    value: list[Any] = []
+    for _ in range(levels - 1):
+        value = [value]
+    return value
+
+
+def body_of_depth(depth: int) -> bytes:
+    """A cloud-recording 40 whose deepest value is ``depth`` arrays and objects down."""
+    return envelope(40, {"msgName": "recorder_started", "extra": nested_arrays(depth - DETAILS_DEPTH)})
+
+
+def test_the_nesting_limit_leaves_room_for_agoras_deepest_body() -> None:
+    assert MAX_NESTING_DEPTH == 16
+
+
+def test_a_body_nested_one_level_deeper_than_the_limit_is_refused() -> None:
+    with pytest.raises(NotificationError, match="nested deeper than 16 levels"):
+        parse_notification(body_of_depth(MAX_NESTING_DEPTH + 1))
+
+
+def test_a_body_nested_exactly_to_the_limit_is_accepted() -> None:
+    assert parse_notification(body_of_depth(MAX_NESTING_DEPTH)).kind == PROGRESS
+
+
+def test_brackets_inside_strings_do_not_count_towards_the_depth() -> None:
+    hostile = '[[[[{{{{"' + '\\"[[[[' * 1000 + "\\\\[[[["
+    assert parse_notification(envelope(40, {"msgName": hostile})).details["msgName"].startswith('[[[[{{{{"')
+
+
+def test_an_escaped_backslash_before_a_closing_quote_does_not_hide_deeper_nesting() -> None:
+    """JSON ``"x\\\\"`` ends its string; a scanner that took ``\\"`` for an escaped quote would miss what follows."""
+    raw = envelope(40, {"msgName": "x\\", "extra": nested_arrays(MAX_NESTING_DEPTH)})
+    with pytest.raises(NotificationError, match="nested deeper"):
+        parse_notification(raw)
+
+
+def test_a_utf16_body_is_depth_checked_on_its_characters() -> None:
+    """In UTF-16 "\u2200" is the bytes 00 22: a byte scan would see a quote there and stop counting."""
+    text = envelope(40, {"msgName": "\u2200", "extra": nested_arrays(MAX_NESTING_DEPTH)}).decode()
+    with pytest.raises(NotificationError, match="nested deeper"):
+        parse_notification(text.replace("\\u2200", "\u2200").encode("utf-16-le"))
+
+
+def test_a_megabyte_of_open_brackets_is_refused_without_recursion() -> None:
+    with pytest.raises(NotificationError, match="nested deeper than 16 levels"):
+        parse_notification(b"[" * 2**20)
+
+
+# =============================================================================================
+# Limits: integer ranges
+
+
+def with_raw_number(key: str, number: str) -> bytes:
+    """The 31 example with ``key`` (envelope or payload) set to the JSON number text ``number``."""
+    body = json.loads(envelope(31, DETAILS_31_COMPOSITE))
+    where = body if key in body else body["payload"]
+    where[key] = "PLACEHOLDER"
+    return json.dumps(body).replace('"PLACEHOLDER"', number).encode()
+
+
+@pytest.mark.parametrize("digits", [400, 5000], ids=["400-digits", "5000-digits"])
+def test_a_huge_notify_ms_is_refused(digits: int) -> None:
+    with pytest.raises(NotificationError):
+        parse_notification(with_raw_number("notifyMs", "9" * digits))
+
+
+@pytest.mark.parametrize("number", ["-1", str(2**53), "1e300"], ids=["negative", "2**53", "huge-float"])
+def test_a_notify_ms_outside_0_to_2_53_is_refused(number: str) -> None:
+    with pytest.raises(NotificationError, match=r"notifyMs .*, which is not between 0 and 9007199254740991"):
+        parse_notification(with_raw_number("notifyMs", number))
+
+
+def test_the_largest_json_safe_notify_ms_is_accepted() -> None:
+    assert parse_notification(with_raw_number("notifyMs", str(2**53 - 1))).notify_ms == 2**53 - 1
+
+
+def test_a_parsed_notify_ms_can_always_be_turned_into_seconds() -> None:
+    notification = parse_notification(with_raw_number("notifyMs", str(2**53 - 1)))
+    assert notification.notify_ms / 1000 < 2**53
+
+
+@pytest.mark.parametrize("key", ["productId", "eventType"])
+def test_an_id_beyond_31_bits_is_refused(key: str) -> None:
+    with pytest.raises(NotificationError, match=f"{key} 2147483648, which is not between 0 and 2147483647"):
+        parse_notification(with_raw_number(key, str(2**31)))
+
+
+def test_a_25_digit_sequence_on_a_cloud_recording_notification_is_refused() -> None:
+    with pytest.raises(NotificationError, match=r"payload.sequence 1{25}, which is not between"):
+        parse_notification(with_raw_number("sequence", "1" * 25))
+
+
+def test_a_negative_sendts_on_a_cloud_recording_notification_is_refused() -> None:
+    with pytest.raises(NotificationError, match=r"payload.sendts -1, which is not between 0 and"):
+        parse_notification(with_raw_number("sendts", "-1"))
+
+
+def test_a_25_digit_sequence_on_another_products_notification_is_ignored() -> None:
+    raw = b'{"noticeId":"n","productId":1,"eventType":101,"notifyMs":1,"payload":{"sequence":' + b"1" * 25 + b"}}"
+    assert parse_notification(raw).sequence is None
+
+
+def test_a_status_beyond_64_bits_is_refused() -> None:
+    details = DETAILS_31_COMPOSITE.replace('"status":0', '"status":' + "9" * 400)
+    with pytest.raises(NotificationError, match=r"payload.details.status 9+\.\.\., which is not between"):
+        parse_notification(envelope(31, details))
+
+
+def test_a_new_uid_beyond_64_bits_is_refused() -> None:
+    with pytest.raises(NotificationError, match=r"payload.details.newUid .*, which does not fit 64 bits"):
+        parse_notification(envelope(12, {"msgName": "session_failover", "newUid": 2**64}))
+
+
+def test_a_file_with_a_slice_start_time_beyond_64_bits_is_refused() -> None:
+    details = {"status": 0, "fileList": [{"fileName": "a.mp4", "sliceStartTime": "9" * 400}]}
+    with pytest.raises(NotificationError, match=r"lists a file whose 'sliceStartTime' .* does not fit 64 bits"):
+        parse_notification(envelope(31, details))
+
+
+# =============================================================================================
+# Limits: what a notification keeps of its details
+
+
+def many_files(count: int) -> list[dict[str, Any]]:
+    return [{**FILES_31_COMPOSITE[0], "fileName": f"sid_channel_{index:06d}_20240101.ts"} for index in range(count)]
+
+
+def test_the_kept_details_of_a_31_have_no_file_list() -> None:
+    notification = parse_notification(envelope(31, DETAILS_31_COMPOSITE))
+    assert notification.details == {"msgName": "uploaded", "status": 0}
+
+
+def test_a_file_list_sent_as_one_file_name_is_in_files_not_in_the_kept_details() -> None:
+    notification = parse_notification(envelope(31, {"msgName": "uploaded", "status": 0, "fileList": "a.m3u8"}))
+    assert (notification.files, notification.details) == (
+        [{"fileName": "a.m3u8"}],
+        {"msgName": "uploaded", "status": 0},
+    )
+
+
+def test_the_files_of_a_31_keep_every_file_of_a_big_list() -> None:
+    files = many_files(2000)
+    assert parse_notification(envelope(31, {"msgName": "uploaded", "status": 0, "fileList": files})).files == files
+
+
+def test_a_stored_31_with_a_big_file_list_is_about_the_size_of_its_body() -> None:
+    raw = envelope(31, {"msgName": "uploaded", "status": 0, "fileList": many_files(2000)})
+    stored = json.dumps(parse_notification(raw).to_json())
+    assert len(stored) < 1.2 * len(raw)
+
+
+def test_the_kept_details_of_a_71_keep_its_nested_details_string() -> None:
+    notification = parse_notification(envelope(71, DETAILS_71))
+    assert notification.details == {
+        "msgName": "web_recorder_stopped",
+        "code": 1,
+        "message": "max_recording_hour",
+        "details": "max recording hour is 4",
+    }
+
+
+def test_details_with_1000_extra_keys_keep_at_most_max_kept_details() -> None:
+    details = {f"extra{index}": "x" * 50 for index in range(1000)} | {"msgName": "uploaded", "status": 0}
+    notification = parse_notification(envelope(31, details))
+    assert len(notification.details) == MAX_KEPT_DETAILS
+
+
+def test_agoras_documented_details_are_kept_before_extra_keys() -> None:
+    details = {f"extra{index}": index for index in range(1000)} | {"msgName": "uploaded", "status": 0}
+    kept = parse_notification(envelope(31, details)).details
+    assert (kept["msgName"], kept["status"]) == ("uploaded", 0)
+
+
+def test_a_100_kib_detail_string_is_cut_to_max_detail_text_length() -> None:
+    notification = parse_notification(envelope(40, {"msgName": "recorder_started", "note": "x" * 100 * 1024}))
+    assert notification.details["note"] == "x" * MAX_DETAIL_TEXT_LENGTH
+
+
+def test_the_kept_details_are_bounded_whatever_details_holds() -> None:
+    details: dict[str, Any] = {f"{index:04d}" + "k" * 80: "v" for index in range(100)}  # keys too long: dropped
+    details |= {f"key{index}": "x" * 100 * 1024 for index in range(1000)}
+    details |= {"nested": {"a": [1, 2]}, "list": [1], "huge": 10**100, "msgName": "recorder_started"}
+    kept = parse_notification(envelope(40, details)).details
+    assert len(json.dumps(kept)) <= MAX_KEPT_DETAILS * (MAX_DETAIL_KEY_LENGTH + MAX_DETAIL_TEXT_LENGTH + 6)
+
+
+def test_nested_values_long_keys_and_out_of_range_integers_are_not_kept() -> None:
+    details = {
+        "msgName": "recorder_started",
+        "nested": {"a": 1},
+        "list": [1],
+        "k" * (MAX_DETAIL_KEY_LENGTH + 1): 1,
+        "huge": 2**64,
+        "flag": True,
+        "ratio": 0.5,
+        "none": None,
+    }
+    kept = parse_notification(envelope(40, details)).details
+    assert kept == {"msgName": "recorder_started", "flag": True, "ratio": 0.5, "none": None}
+
+
+# =============================================================================================
+# Odd input: every refusal is a NotificationError
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"\xff\xfe\x00\x00garbage",
+        b"\xc3\x28",
+        envelope(31, DETAILS_31_COMPOSITE).replace(b'"status": 0', b'"status": 1e400'),
+        envelope(31, DETAILS_31_COMPOSITE).replace(b'"status": 0', b'"status": NaN'),
+        envelope(31, DETAILS_31_COMPOSITE).replace(b'"status": 0', b'"status": -Infinity'),
+        envelope(31, DETAILS_31_COMPOSITE).replace(b'"status": 0', b'"status": ' + b"1" * 5000),
+        envelope(31, DETAILS_31_COMPOSITE).replace(b'"status": 0', b'"status": 1.5'),
+        envelope(31, DETAILS_31_COMPOSITE)[:-7],
+        b'"[[[[',
+        b"",
+        "not bytes",
+        None,
+    ],
+    ids=[
+        "utf32-bom-garbage",
+        "invalid-utf8",
+        "huge-float",
+        "nan",
+        "infinity",
+        "5000-digit-status",
+        "fractional-status",
+        "truncated",
+        "unterminated-string",
+        "empty",
+        "text-not-json",
+        "none",
+    ],
+)
+def test_odd_input_raises_only_notification_error(raw: Any) -> None:
+    with pytest.raises(NotificationError):
+        parse_notification(raw)
+
+
+@pytest.mark.parametrize(
+    ("raw", "msg_name"),
+    [
+        (envelope(40, {"msgName": "a\u0000b"}), "a\u0000b"),
+        (envelope(40, {"msgName": "[[[[{{{{"}), "[[[[{{{{"),
+        (envelope(40, {"msgName": "\ud800"}), "\ud800"),
+        (
+            envelope(40, {"msgName": "first"}).replace(b'"msgName": "first"', b'"msgName": "first", "msgName": "last"'),
+            "last",
+        ),
+    ],
+    ids=["nul", "brackets", "lone-surrogate", "duplicated-key"],
+)
+def test_odd_but_valid_bodies_parse_and_store(raw: bytes, msg_name: str) -> None:
+    notification = parse_notification(raw)
+    assert load_stored(json.dumps(notification.to_json())).details["msgName"] == msg_name
+
+
+# =============================================================================================
 # Storage and logging
 
 
@@ -525,6 +798,47 @@ def test_from_json_refuses_what_to_json_did_not_write(change: Any, message: str)
     change(data)
     with pytest.raises(NotificationError, match=message.replace("(", r"\(").replace(".", r"\.")):
         Notification.from_json(data)
+
+
+def test_load_stored_returns_the_notification_of_a_good_document() -> None:
+    notification = parse_notification(envelope(31, DETAILS_31_COMPOSITE))
+    assert load_stored(json.dumps(notification.to_json()).encode()) == notification
+
+
+def test_load_stored_refuses_a_document_nested_too_deep() -> None:
+    """494 levels passed json.loads and then killed readers with RecursionError in from_json's deepcopy."""
+    data = parse_notification(envelope(31, DETAILS_31_COMPOSITE)).to_json() | {"details": "DEEP"}
+    stored = json.dumps(data).replace('"DEEP"', '{"x":' + "[" * 494 + "]" * 494 + "}")
+    with pytest.raises(NotificationError, match="The stored notification is nested deeper than 16 levels"):
+        load_stored(stored)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b"", b"\xff", "null", "[]", '{"kind": "ended"}', "NaN", "[" * 1_000_000, b'{"a": 1e400}'],
+    ids=["empty", "not-utf8", "null", "array", "incomplete", "nan", "megabyte-deep", "huge-float"],
+)
+def test_load_stored_refuses_what_it_cannot_read_with_notification_error(raw: str | bytes) -> None:
+    with pytest.raises(NotificationError):
+        load_stored(raw)
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("notify_ms", 10**400), ("notify_ms", -1), ("event_type", 2**31), ("sequence", 2**63)],
+    ids=["huge-notify-ms", "negative-notify-ms", "event-type-beyond-31-bits", "sequence-beyond-64-bits"],
+)
+def test_load_stored_refuses_integers_out_of_range(key: str, value: int) -> None:
+    data = parse_notification(envelope(31, DETAILS_31_COMPOSITE)).to_json() | {key: value}
+    with pytest.raises(NotificationError, match=f"{key} .* is not between"):
+        load_stored(json.dumps(data))
+
+
+def test_load_stored_bounds_a_document_stored_with_the_whole_details() -> None:
+    """Documents stored before details were bounded still read, without their second copy of the files."""
+    notification = parse_notification(envelope(31, DETAILS_31_COMPOSITE))
+    data = notification.to_json() | {"details": json.loads(DETAILS_31_COMPOSITE)}
+    assert load_stored(json.dumps(data)) == notification
 
 
 def test_describe_names_notice_sid_event_and_msg_name() -> None:
