@@ -1,23 +1,26 @@
-"""One reader of an account's notification stream per event loop, shared by every wait on it.
+"""One reader of an account's notification streams per event loop, shared by every wait on it.
 
 A triggerer runs thousands of waits on one event loop. They do not each open a Redis connection
-or read in a loop of their own: one task per account reads the account's stream with one
-blocking ``XREAD`` on one connection and hands each notification to the waits of its ``sid``.
-A wait that starts following a recording first gets what was stored before it began (a short
-recording, or a triggerer restart), read on the same connection between two blocking reads;
-whatever arrives after that comes from the stream. Duplicates (the same ``noticeId`` from both
-paths) are dropped per wait. Redis trouble is logged once and retried: polling is the backstop.
+or read in a loop of their own: one task per account and set of namespaces (the connection's
+``notification_namespaces``: two while its secret is being rotated) reads those namespaces'
+streams with one blocking ``XREAD`` on one connection and hands each notification to the waits of
+its ``sid``. A wait that starts following a recording first gets what was stored before it began
+(a short recording, or a triggerer restart) from every namespace's list of the recording, read on
+the same connection between two blocking reads; whatever arrives after that comes from the
+streams. Duplicates (the same ``noticeId`` from both paths) are dropped per wait. A stored entry
+that cannot be read is skipped and logged once: it never stops the task that serves every other
+wait. Redis trouble is logged once and retried: polling is the backstop.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import weakref
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_agora._notification_store import notification_keys
+from airflow_provider_agora._notification_store import UnreadableEntries, merge_oldest_first, notification_keys
 from airflow_provider_agora._settings import RedisSettings
 from airflow_provider_agora._shared_budget import client_options
 
@@ -63,15 +66,20 @@ class Subscription:
 
 
 class NotificationReader:
-    """The reading task of one account's stream on one event loop."""
+    """The reading task of one account's streams (one per namespace) on one event loop."""
 
-    def __init__(self, redis: RedisSettings, customer_id: str) -> None:
+    def __init__(self, redis: RedisSettings, customer_id: str, namespaces: Sequence[str]) -> None:
+        if not namespaces:
+            raise ValueError("A notification reader needs at least one namespace.")
         self.redis = redis
-        self.keys = notification_keys(customer_id)
+        self.namespaces = tuple(namespaces)
+        self.keys = {namespace: notification_keys(customer_id, namespace) for namespace in self.namespaces}
+        self._namespace_of_stream = {keys["stream"]: namespace for namespace, keys in self.keys.items()}
         self._subscriptions: dict[str, list[Subscription]] = {}
         self._catch_up: list[Subscription] = []
         self._task: asyncio.Task[None] | None = None
         self._client: Any = None
+        self._unreadable = UnreadableEntries(log)
         #: Redis connections this reader opened (one, unless Redis went away and came back).
         self.connections_opened = 0
 
@@ -90,44 +98,61 @@ class NotificationReader:
         if not waits:
             self._subscriptions.pop(subscription.sid, None)
 
-    def _deliver(self, sid: str, raw: str | bytes) -> None:
-        waits = self._subscriptions.get(sid)
+    def _deliver(self, stream: str, entry_id: str, fields: dict[str, Any]) -> None:
+        """Hand one stream entry to the waits of its sid; an unreadable one is skipped (logged once)."""
+        waits = self._subscriptions.get(fields.get("sid") or "")
         if not waits:
             return
-        notification = _parse(raw)
+        where = f"entry {entry_id} of namespace {self._namespace_of_stream.get(stream, stream)}'s stream"
+        notification = self._unreadable.load(fields.get("notification"), where)
+        if notification is None:
+            return
         for subscription in list(waits):
             subscription.deliver(notification)
 
-    async def _connect(self) -> Any:
-        import redis.asyncio
+    async def _stored_for(self, sid: str) -> list[Notification]:
+        """What every namespace's list of the recording holds, merged oldest first; one round trip."""
+        pipeline = self._client.pipeline(transaction=False)
+        for keys in self.keys.values():
+            pipeline.lrange(keys["sid"] + sid, 0, -1)
+        per_namespace: list[list[Notification]] = []
+        for namespace, raws in zip(self.namespaces, await pipeline.execute(), strict=True):
+            where = f"recording sid={sid!r} in namespace {namespace}"
+            loaded = (self._unreadable.load(raw, where) for raw in raws)
+            per_namespace.append([notification for notification in loaded if notification is not None])
+        return merge_oldest_first(per_namespace)
 
-        options = {**client_options(self.redis), "socket_timeout": _BLOCK_MS / 1000 + 5, "decode_responses": True}
-        client = redis.asyncio.Redis(**options)
+    async def _connect(self) -> Any:
+        client = async_client(self.redis, block_ms=_BLOCK_MS)
         self.connections_opened += 1
         return client
 
     async def _run(self) -> None:
         import redis
 
-        last_id: str | None = None
+        last_ids: dict[str, str] | None = None
         warned = False
         while self._subscriptions or self._catch_up:
             try:
                 if self._client is None:
                     self._client = await self._connect()
-                if last_id is None:  # everything from now on comes from the stream
-                    newest = await self._client.xrevrange(self.keys["stream"], count=1)
-                    last_id = newest[0][0] if newest else "0-0"
+                if last_ids is None:  # everything from now on comes from the streams
+                    newest_ids: dict[str, str] = {}
+                    for keys in self.keys.values():
+                        newest = await self._client.xrevrange(keys["stream"], count=1)
+                        newest_ids[keys["stream"]] = newest[0][0] if newest else "0-0"
+                    last_ids = newest_ids  # only once every stream has its start
                 while self._catch_up:  # what was stored before these waits began
-                    subscription = self._catch_up.pop(0)
-                    for raw in await self._client.lrange(self.keys["sid"] + subscription.sid, 0, -1):
-                        subscription.deliver(_parse(raw))
+                    subscription = self._catch_up[0]
+                    for notification in await self._stored_for(subscription.sid):
+                        subscription.deliver(notification)
+                    self._catch_up.pop(0)
                     subscription.caught_up.set()
-                answer = await self._client.xread({self.keys["stream"]: last_id}, count=_BATCH, block=_BLOCK_MS)
-                for _stream, entries in answer or []:
+                answer = await self._client.xread(last_ids, count=_BATCH, block=_BLOCK_MS)
+                for stream, entries in answer or []:
                     for entry_id, fields in entries:
-                        last_id = entry_id
-                        self._deliver(fields.get("sid", ""), fields["notification"])
+                        last_ids[stream] = entry_id
+                        self._deliver(stream, entry_id, fields or {})
                 if warned:
                     log.warning("Redis answers again: following Agora's notifications.")
                     warned = False
@@ -146,21 +171,32 @@ class NotificationReader:
             await close()
 
 
-def _parse(raw: str | bytes) -> Notification:
-    from airflow_provider_agora.notifications import Notification
+def async_client(settings: RedisSettings, *, block_ms: int) -> Any:
+    """An asyncio Redis client for blocking stream reads of up to ``block_ms``: decoded answers, one
+    short try per command (the caller retries), an asyncio ``Retry`` for the asyncio client."""
+    import redis.asyncio
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
 
-    return Notification.from_json(json.loads(raw))
+    options = {
+        **client_options(settings),
+        "socket_timeout": block_ms / 1000 + 5,
+        "decode_responses": True,
+        "retry": Retry(NoBackoff(), 0),
+    }
+    return redis.asyncio.Redis(**options)
 
 
-_readers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[str, RedisSettings], NotificationReader]]
+_ReaderKey = tuple[RedisSettings, str, tuple[str, ...]]
+_readers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[_ReaderKey, NotificationReader]]
 _readers = weakref.WeakKeyDictionary()
 
 
-def reader_for(redis: RedisSettings, customer_id: str) -> NotificationReader:
-    """The one reader of an account's notifications on the running event loop."""
+def reader_for(redis: RedisSettings, customer_id: str, namespaces: Sequence[str]) -> NotificationReader:
+    """The one reader of an account's notifications in ``namespaces`` on the running event loop."""
     per_loop = _readers.setdefault(asyncio.get_running_loop(), {})
-    key = (customer_id, redis)
+    key = (redis, customer_id, tuple(namespaces))
     reader = per_loop.get(key)
     if reader is None:
-        reader = per_loop[key] = NotificationReader(redis, customer_id)
+        reader = per_loop[key] = NotificationReader(redis, customer_id, namespaces)
     return reader

@@ -37,6 +37,23 @@ def get_provider_info() -> dict[str, Any]:
         "sensors": [{"integration-name": _INTEGRATION, "python-modules": ["airflow_provider_agora.sensors.agora"]}],
         "triggers": [{"integration-name": _INTEGRATION, "python-modules": ["airflow_provider_agora.triggers.agora"]}],
         "operators": [{"integration-name": _INTEGRATION, "python-modules": ["airflow_provider_agora.operators.agora"]}],
+        "config": {
+            "agora": {
+                "description": "Settings of the Agora Cloud Recording provider.",
+                "options": {
+                    "notifications_receiver": {
+                        "description": "Mount the receiver of Agora's notifications (POST /agora/ncs/<conn_id>) "
+                        "in Airflow 3's API server. Off by default: the route is reachable without Airflow's "
+                        "authentication (the notification's signature is the authentication), so enable it "
+                        "only where Agora must reach it.",
+                        "version_added": "0.1.0",
+                        "type": "boolean",
+                        "example": "True",
+                        "default": "False",
+                    }
+                },
+            }
+        },
         "connection-types": [
             {
                 "connection-type": CONNECTION_TYPE,

@@ -86,7 +86,7 @@ os.environ["AIRFLOW_HOME"] = str(_HOME / "client")
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 
 from airflow_provider_agora._notification_store import notification_keys  # noqa: E402
-from airflow_provider_agora.notifications import sign  # noqa: E402  (stdlib only)
+from airflow_provider_agora.notifications import namespace_of, sign  # noqa: E402  (stdlib only)
 from tests.integration.ui_helpers import AirflowApiServer  # noqa: E402
 from tests.support import CUSTOMER_ID, RedisServer, connection_json  # noqa: E402
 
@@ -95,7 +95,7 @@ DB_CONN_ID = "agora_in_db"  # the same connection, kept in Airflow's metadata DB
 REDIS_CONN_ID = "agora_ncs_redis"
 NCS_SECRET = "ncs-bench-secret-Rt5w"
 PREVIOUS_SECRET = "ncs-bench-old-secret-Lm2c"
-KEYS = notification_keys(CUSTOMER_ID)
+KEYS = notification_keys(CUSTOMER_ID, namespace_of(NCS_SECRET))
 REQUEST_TIMEOUT = 30.0  # per request; Agora's own limit is 10 s
 AGORA_LIMIT_SECONDS = 10.0
 # Commands the receiver itself sends over a socket (everything else in commandstats runs inside Lua).
@@ -952,6 +952,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             server.env.update(
                 {
                     "AIRFLOW__API__WORKERS": "1",
+                    "AIRFLOW__AGORA__NOTIFICATIONS_RECEIVER": "True",
                     f"AIRFLOW_CONN_{CONN_ID.upper()}": connection_json(
                         "http://127.0.0.1:9",
                         ncs_secret=NCS_SECRET,

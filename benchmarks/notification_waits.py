@@ -73,6 +73,7 @@ if TYPE_CHECKING:
     from airflow.triggers.base import BaseTrigger
 
 from airflow_provider_agora._notification_store import notification_keys  # noqa: E402
+from airflow_provider_agora.notifications import namespace_of  # noqa: E402
 from airflow_provider_agora.simulator import max_in_sliding_second  # noqa: E402
 
 NCS_CONN_ID = "agora_default"
@@ -80,7 +81,7 @@ POLLING_CONN_ID = "agora_polling"
 REDIS_CONN_ID = "agora_ncs_redis"
 NCS_SECRET = "ncs-bench-secret-Vb7q"
 AGORA_RATE = 10
-KEYS = notification_keys(CUSTOMER_ID)
+KEYS = notification_keys(CUSTOMER_ID, namespace_of(NCS_SECRET))
 WATCH_SECONDS = 1.0
 LAG_TICK = 0.05
 TARGET_MEDIAN_S = 1.0
@@ -902,6 +903,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             server.env.update(
                 {
                     "AIRFLOW__API__WORKERS": "1",
+                    "AIRFLOW__AGORA__NOTIFICATIONS_RECEIVER": "True",
                     f"AIRFLOW_CONN_{NCS_CONN_ID.upper()}": connection_json(
                         "http://127.0.0.1:9", ncs_secret=NCS_SECRET, redis_conn_id=REDIS_CONN_ID
                     ),

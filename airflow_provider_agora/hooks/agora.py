@@ -183,8 +183,11 @@ class AgoraHook(_AgoraHookBase):
     def notifications(self, sid: str) -> list[Notification]:
         """Agora's stored notifications of one recording, oldest first: one Redis read.
 
-        Empty unless the connection has ``ncs_secret`` and ``redis_conn_id``. Redis trouble is
-        logged and gives an empty list: polling stays the backstop.
+        Read from every namespace of the connection (its ``ncs_secret``, and ``ncs_previous_secret``
+        during a rotation), and only those: another project's notifications never settle this wait.
+        Each ``noticeId`` once; an entry that cannot be read is skipped (logged once). Empty unless
+        the connection has ``ncs_secret`` and ``redis_conn_id``. Redis trouble is logged and gives
+        an empty list: polling stays the backstop.
         """
         settings = self.settings
         if settings.redis is None or not settings.receives_notifications:
@@ -193,11 +196,12 @@ class AgoraHook(_AgoraHookBase):
 
         from airflow_provider_agora._notification_store import NotificationStore
 
+        namespaces = settings.notification_namespaces
         try:
             if self._notification_store is None:
-                self._notification_store = NotificationStore(settings.redis, settings.customer_id)
-            return self._notification_store.for_sid(sid)
-        except redis.RedisError as error:
+                self._notification_store = NotificationStore(settings.redis, settings.customer_id, namespaces[0])
+            return self._notification_store.for_sid(sid, namespaces)
+        except (redis.RedisError, OSError) as error:
             log.warning("Cannot read Agora's notifications of recording sid=%s from Redis (%s).", sid, error)
             return []
 
@@ -438,14 +442,15 @@ class AgoraAsyncHook(_AgoraHookBase):
 
     async def follow_notifications(self, sid: str) -> Subscription | None:
         """Agora's notifications of one recording as they arrive, including those stored before;
-        None unless the connection has ``ncs_secret`` and ``redis_conn_id``. Every wait of the
-        account on this event loop shares one Redis connection and one blocking read."""
+        None unless the connection has ``ncs_secret`` and ``redis_conn_id``. Only the connection's
+        namespaces are followed (its secrets'), all of them in one read. Every wait of the account
+        and namespaces on this event loop shares one Redis connection and one blocking read."""
         settings = await self.get_settings()
         if settings.redis is None or not settings.receives_notifications:
             return None
         from airflow_provider_agora._notification_reader import reader_for
 
-        return await reader_for(settings.redis, settings.customer_id).follow(sid)
+        return await reader_for(settings.redis, settings.customer_id, settings.notification_namespaces).follow(sid)
 
     async def query(
         self, resource_id: str, sid: str, recording_mode: str, *, app_id: str | None = None

@@ -26,7 +26,7 @@ except ImportError:
     )
 
 from airflow_provider_agora._notification_store import notification_keys
-from airflow_provider_agora.notifications import sign
+from airflow_provider_agora.notifications import namespace_of, sign
 from airflow_provider_agora.simulator import AgoraSimulator
 from tests.integration.ui_helpers import AirflowApiServer
 from tests.support import APP_ID, CUSTOMER_ID, CUSTOMER_SECRET, RedisServer, connection_json
@@ -34,7 +34,8 @@ from tests.support import APP_ID, CUSTOMER_ID, CUSTOMER_SECRET, RedisServer, con
 NCS_SECRET = "ncs-secret-Vb7q2"
 PREVIOUS_SECRET = "ncs-old-secret-Kp4m"
 SID = "38f8e3cfdc474cd56fc1ceba380d7e1a"
-KEYS = notification_keys(CUSTOMER_ID)
+KEYS = notification_keys(CUSTOMER_ID, namespace_of(NCS_SECRET))
+PREVIOUS_KEYS = notification_keys(CUSTOMER_ID, namespace_of(PREVIOUS_SECRET))
 FILES_31 = [
     {
         "fileName": "rec/x.m3u8",
@@ -96,6 +97,7 @@ def api_server(tmp_path_factory: pytest.TempPathFactory, redis_server: RedisServ
             "AIRFLOW_CONN_AGORA_NO_REDIS": connection_json("http://127.0.0.1:9", ncs_secret=NCS_SECRET),
             "AIRFLOW_CONN_AGORA_NO_SECRET": connection_json("http://127.0.0.1:9", redis_conn_id="agora_ncs_redis"),
             "AIRFLOW__LOGGING__LOGGING_LEVEL": "DEBUG",
+            "AIRFLOW__AGORA__NOTIFICATIONS_RECEIVER": "True",
         }
     )
     server.migrate()
@@ -168,7 +170,7 @@ def test_forged_and_unsigned_notifications_are_refused_and_write_nothing(
 def test_the_previous_secret_is_accepted_during_a_rotation(api_server: AirflowApiServer, redis: Any) -> None:
     answer = post(api_server, envelope(40, {"msgName": "recorder_started", "status": 0}), secret=PREVIOUS_SECRET)
     assert (answer.status_code, answer.json()["status"]) == (200, "stored")
-    assert len(stored(redis)) == 1
+    assert [fields["sid"] for _, fields in redis.xrange(PREVIOUS_KEYS["stream"])] == [SID]  # where it was verified
 
 
 def test_a_body_over_one_mebibyte_is_refused(api_server: AirflowApiServer, redis: Any) -> None:
@@ -193,12 +195,14 @@ def test_other_products_and_health_checks_are_answered_and_ignored(api_server: A
     assert redis.keys("*") == []
 
 
-def test_misconfigured_connections_say_what_to_configure(api_server: AirflowApiServer, redis: Any) -> None:
+def test_misconfigured_connections_say_what_to_configure_only_to_a_signed_caller(
+    api_server: AirflowApiServer, redis: Any
+) -> None:
     body = envelope(31, UPLOADED)
+    refused = (401, {"status": "error", "message": "Missing or wrong Agora-Signature-V2."})
     unknown = post(api_server, body, conn_id="no_such_connection")
-    assert (unknown.status_code, unknown.json()["message"]) == (404, "No Agora connection 'no_such_connection'.")
     no_secret = post(api_server, body, conn_id="agora_no_secret")
-    assert no_secret.status_code == 404 and "has no ncs_secret" in no_secret.json()["message"]
+    assert [(answer.status_code, answer.json()) for answer in (unknown, no_secret)] == [refused, refused]
     no_redis = post(api_server, body, conn_id="agora_no_redis")
     assert no_redis.status_code == 503 and "has no redis_conn_id" in no_redis.json()["message"]
     assert redis.keys("*") == []

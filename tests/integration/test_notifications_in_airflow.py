@@ -14,6 +14,7 @@ import pytest
 
 from airflow_provider_agora._notification_store import notification_keys
 from airflow_provider_agora.hooks.agora import AgoraHook
+from airflow_provider_agora.notifications import namespace_of
 from airflow_provider_agora.simulator import AgoraSimulator
 from tests.integration.test_triggerer import (  # the same harness as the real-triggerer tests
     AIRFLOW,
@@ -67,6 +68,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, redis_server: RedisServer)
         "AIRFLOW__API__PORT": str(api_port),
         "AIRFLOW__API__BASE_URL": api_url,
         "AIRFLOW__API__WORKERS": "1",
+        "AIRFLOW__AGORA__NOTIFICATIONS_RECEIVER": "True",
         "AIRFLOW__API__SECRET_KEY": secrets.token_urlsafe(16),
         "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(64),
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
@@ -164,7 +166,7 @@ def test_a_notification_that_arrives_while_the_triggerers_are_down_ends_the_wait
     cluster.stop("triggerer")
     cluster.stop("triggerer-2")
     stop(recording)
-    keys = notification_keys(CUSTOMER_ID)
+    keys = notification_keys(CUSTOMER_ID, namespace_of(NCS_SECRET))
 
     def uploaded_stored() -> bool:
         stored = redis_server.client().lrange(keys["sid"] + recording["sid"], 0, -1)

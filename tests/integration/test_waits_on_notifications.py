@@ -24,6 +24,7 @@ except ImportError:
 from airflow_provider_agora._compat import TaskDeferred
 from airflow_provider_agora._notification_store import notification_keys
 from airflow_provider_agora.hooks.agora import AgoraAsyncHook, AgoraHook
+from airflow_provider_agora.notifications import namespace_of
 from airflow_provider_agora.sensors.agora import AgoraRecordingQuerySensor
 from airflow_provider_agora.simulator import AgoraSimulator
 from airflow_provider_agora.triggers.agora import AgoraRecordingQueryTrigger
@@ -40,7 +41,7 @@ from tests.support import (
 )
 
 NCS_SECRET = "ncs-secret-Wq3z8"
-KEYS = notification_keys(CUSTOMER_ID)
+KEYS = notification_keys(CUSTOMER_ID, namespace_of(NCS_SECRET))
 WITH_FILES = {"recordingFileConfig": {"avFileType": ["hls", "mp4"]}}
 
 
@@ -50,6 +51,7 @@ def receiver(tmp_path_factory: pytest.TempPathFactory, redis_server: RedisServer
     server = AirflowApiServer(home)
     server.env.update(
         {
+            "AIRFLOW__AGORA__NOTIFICATIONS_RECEIVER": "True",
             "AIRFLOW_CONN_AGORA_DEFAULT": connection_json(
                 "http://127.0.0.1:9", ncs_secret=NCS_SECRET, redis_conn_id="agora_ncs_redis"
             ),
