@@ -30,6 +30,18 @@ key                         what it holds, and its bound
 ``fired:<group>:<sid>``     an asset watcher group's claim that a recording fired, set in every
                             namespace the watcher reads (``triggers.notifications``); expires after
                             7 days
+``started:<sid>``           a recording started through ``AgoraHook.start`` (its ``resourceId``,
+                            mode, channel, uid and App ID: what a ``query`` needs and a notification
+                            does not carry), set by ``register_started`` in every namespace of the
+                            starting connection; expires after ``STARTED_TTL_SECONDS`` (3 days)
+``watchers``                the asset watcher groups that ask Agora about recordings whose ending
+                            notification is lost, one member ``<delay ms>:<group>`` each, scored by
+                            when one of them last ran; members older than ``STARTED_TTL_SECONDS``
+                            are dropped, and the key expires that long after the last watcher ran
+``backstop:<group>``        the recordings a watcher group has heard of and will ask Agora about,
+                            scored by when (ms); at most 100 000, entries overdue by more than
+                            ``STARTED_TTL_SECONDS`` dropped, the key expires that long after the
+                            last watcher ran (``triggers.notifications``)
 ==========================  ======================================================================
 
 A notification without a sid goes to the stream only. Agora sends a notification more than once
@@ -49,7 +61,7 @@ import hashlib
 import heapq
 import json
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_agora._settings import RedisSettings
@@ -63,6 +75,7 @@ __all__ = [
     "FUTURE_SKEW_SECONDS",
     "MARK_TTL_SECONDS",
     "RECORDING_MAX_NOTIFICATIONS",
+    "STARTED_TTL_SECONDS",
     "STREAM_MAX_BYTES",
     "STREAM_MAX_LENGTH",
     "STREAM_TRIM_PER_ADD",
@@ -70,6 +83,7 @@ __all__ = [
     "UnreadableEntries",
     "merge_oldest_first",
     "notification_keys",
+    "register_started",
 ]
 
 log = logging.getLogger(__name__)
@@ -89,6 +103,9 @@ STREAM_MAX_BYTES = 256 * 1024 * 1024
 #: The most stream entries one add trims, so that one call's work stays bounded; a stream over a
 #: cap comes back under it within a few adds.
 STREAM_TRIM_PER_ADD = 1000
+#: How long a recording started through the provider stays known to the asset watchers' backstop
+#: (``started:<sid>``), and how long a watcher group counts as running after its last round.
+STARTED_TTL_SECONDS = 3 * 24 * 3600
 
 # KEYS[1] - the namespace's stream
 # KEYS[2] - the stream's byte counter
@@ -159,7 +176,71 @@ def notification_keys(customer_id: str, namespace: str) -> dict[str, str]:
         "end": f"{prefix}:end:",
         "sid": f"{prefix}:sid:",
         "fired": f"{prefix}:fired:",
+        "started": f"{prefix}:started:",
+        "watchers": f"{prefix}:watchers",
+        "backstop": f"{prefix}:backstop:",
     }
+
+
+# KEYS[i]      - the recording's registration in namespace i (``started:<sid>``), i = 1 .. n
+# KEYS[n + i]  - namespace i's asset watcher groups (``watchers``)
+# ARGV[1]      - the registration's JSON document
+# ARGV[2]      - milliseconds the registration lives, and how long a watcher group counts as running
+# ARGV[3]      - now, in ms since the epoch
+# ARGV[4]      - the sid
+# ARGV[4 + i]  - namespace i's prefix of the groups' pending sets (``backstop:``)
+# Returns n. Each running group of each namespace gets the sid as pending, due its delay from now,
+# unless it has it already. The pending sets' names are built here from the groups' names, which only
+# Redis knows: they share the account's hash tag with KEYS, so they are in the same Cluster slot.
+_REGISTER_STARTED = """
+local n = #KEYS / 2
+local ttl, now = tonumber(ARGV[2]), tonumber(ARGV[3])
+for i = 1, n do
+  redis.call('SET', KEYS[i], ARGV[1], 'PX', ttl)
+  redis.call('ZREMRANGEBYSCORE', KEYS[n + i], '-inf', now - ttl)
+  for _, member in ipairs(redis.call('ZRANGE', KEYS[n + i], 0, -1)) do
+    local delay, group = string.match(member, '^(%d+):(.*)$')
+    if delay then
+      local pending = ARGV[4 + i] .. group
+      redis.call('ZADD', pending, 'NX', now + tonumber(delay), ARGV[4])
+      if redis.call('PTTL', pending) < 0 then redis.call('PEXPIRE', pending, ttl) end
+    end
+  end
+end
+return n
+"""
+
+
+def register_started(
+    client: Any,
+    customer_id: str,
+    namespaces: Sequence[str],
+    sid: str,
+    registration: Mapping[str, object],
+    *,
+    now_ms: int,
+) -> None:
+    """Record a recording that ``AgoraHook.start`` started, in every namespace of its connection: one
+    round trip (sync ``client``).
+
+    Agora's notifications carry no ``resourceId``, and ``query`` needs it: without this record an
+    asset watcher cannot ask Agora about a recording whose ending notification was lost. The
+    recording also becomes pending for every asset watcher group that runs (``watchers``), so one
+    whose notifications were all lost is asked about too. ``registration`` holds no secret.
+    """
+    keys = [notification_keys(customer_id, namespace) for namespace in namespaces]
+    document = json.dumps(dict(registration), sort_keys=True, separators=(",", ":"))
+    client.register_script(_REGISTER_STARTED)(
+        keys=[namespace_keys["started"] + sid for namespace_keys in keys]
+        + [namespace_keys["watchers"] for namespace_keys in keys],
+        args=[
+            document,
+            STARTED_TTL_SECONDS * 1000,
+            now_ms,
+            sid,
+            *(namespace_keys["backstop"] for namespace_keys in keys),
+        ],
+    )
 
 
 class UnreadableEntries:

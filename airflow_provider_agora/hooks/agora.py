@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import weakref
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -230,12 +231,53 @@ class AgoraHook(_AgoraHookBase):
         *,
         app_id: str | None = None,
     ) -> dict[str, Any]:
-        """Start recording with an acquired resource; Agora answers with the session's ``sid``."""
+        """Start recording with an acquired resource; Agora answers with the session's ``sid``.
+
+        With ``ncs_secret`` and ``redis_conn_id``, the recording is then recorded in Redis (best
+        effort), so that the asset watchers can ask Agora about it if its ending notification is lost.
+        """
         body = {"cname": check_cname(cname), "uid": check_uid(uid), "clientRequest": client_request}
-        result: dict[str, Any] = self._call(
-            start_endpoint(self.resolve_app_id(app_id), resource_id, recording_mode), body
+        chosen_app_id = self.resolve_app_id(app_id)
+        result: dict[str, Any] = self._call(start_endpoint(chosen_app_id, resource_id, recording_mode), body)
+        self._register_started(
+            result.get("sid"), resource_id, body["cname"], body["uid"], recording_mode, chosen_app_id
         )
         return result
+
+    def _register_started(
+        self, sid: object, resource_id: str, cname: str, uid: str, recording_mode: str, app_id: str
+    ) -> None:
+        """Record a started recording for the asset watchers' backstop: Agora's notifications carry no
+        ``resourceId``, which ``query`` needs. Best effort: Redis trouble is a warning, never a failed start."""
+        settings = self.settings
+        if settings.redis is None or not settings.receives_notifications or not isinstance(sid, str) or not sid:
+            return
+        from airflow_provider_agora._notification_store import NotificationStore, register_started
+
+        now_ms = int(time.time() * 1000)
+        registration = {
+            "resource_id": resource_id,
+            "recording_mode": recording_mode,
+            "cname": cname,
+            "uid": uid,
+            "app_id": app_id,
+            "started_ms": now_ms,
+        }
+        try:
+            client = NotificationStore.client_for(settings.redis)
+            try:
+                register_started(
+                    client, settings.customer_id, settings.notification_namespaces, sid, registration, now_ms=now_ms
+                )
+            finally:
+                client.close()
+        except Exception as error:  # the recording runs: a lost registration only weakens the backstop
+            log.warning(
+                "Cannot record recording sid=%s in Redis (%s): if its ending notification is lost, the asset "
+                "watchers cannot ask Agora about it.",
+                sid,
+                type(error).__name__,
+            )
 
     def query(self, resource_id: str, sid: str, recording_mode: str, *, app_id: str | None = None) -> dict[str, Any]:
         """Agora's raw answer about a running session (status, file list so far)."""

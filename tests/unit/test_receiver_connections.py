@@ -9,8 +9,6 @@ import uuid
 
 import pytest
 
-pytest.importorskip("cachetools")
-
 from airflow_provider_agora._receiver_connections import (
     LOOKUP_BURST,
     LOOKUPS_PER_SECOND,
@@ -95,3 +93,18 @@ def test_no_secret_appears_in_what_the_receiver_keeps(receiving: _Connections) -
     assert isinstance(found, Found)
     assert NCS_SECRET not in repr(found)
     assert RedisServer.PASSWORD not in repr(found)
+
+
+def test_every_connection_of_one_redis_shares_one_client(
+    receiving: _Connections, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_AGORA_PROJECT_B",
+        connection_json("http://127.0.0.1:9", ncs_secret="ncs-other-project-Lp0s", redis_conn_id="agora_redis"),
+    )
+    project_a, project_b = receiving.get("agora_default"), receiving.get("agora_project_b")
+    assert isinstance(project_a, Found) and isinstance(project_b, Found)
+    store_a = project_a.store(project_a.settings.notification_namespaces[0])  # type: ignore[union-attr]
+    store_b = project_b.store(project_b.settings.notification_namespaces[0])  # type: ignore[union-attr]
+    assert store_a is not store_b and store_a.keys != store_b.keys
+    assert store_a._client is store_b._client

@@ -8,6 +8,7 @@ process's resident memory, and whether the provider's receiver module has been i
 
 from __future__ import annotations
 
+import re
 import sys
 import threading
 
@@ -16,6 +17,7 @@ from fastapi import FastAPI
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
+_READS_CONNECTIONS = re.compile(r"^\s*select\b.*\bfrom\s+connection\b", re.IGNORECASE | re.DOTALL)
 _lock = threading.Lock()
 _connection_reads = 0
 
@@ -23,8 +25,7 @@ _connection_reads = 0
 @event.listens_for(Engine, "before_cursor_execute")
 def _count(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
     global _connection_reads
-    text = statement.lower()
-    if text.lstrip().startswith("select") and " from connection" in text:
+    if _READS_CONNECTIONS.match(statement):
         with _lock:
             _connection_reads += 1
 
