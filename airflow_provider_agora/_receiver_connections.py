@@ -32,7 +32,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from cachetools import TTLCache
+from cachetools import LRUCache, TTLCache
 
 if TYPE_CHECKING:
     from airflow_provider_agora._notification_store import NotificationStore
@@ -127,12 +127,14 @@ class _Stores:
 
 
 class _Connections:
-    """Connections read at most every ``REREAD_SECONDS``, one reader at a time."""
+    """Connections read at most every ``REREAD_SECONDS``, one lookup at a time."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._reading = threading.Lock()
-        self._receiving: TTLCache[str, Found] = TTLCache(MAX_RECEIVING_CONNECTIONS, REREAD_SECONDS)
+        # conn_id -> (what it said, when it was read); kept past REREAD_SECONDS so that a known
+        # connection keeps being served while it is read again, and is never charged to the budget.
+        self._receiving: LRUCache[str, tuple[Found, float]] = LRUCache(MAX_RECEIVING_CONNECTIONS)
         self._refused: TTLCache[str, Refused] = TTLCache(MAX_REFUSED_IDS, REREAD_SECONDS)
         self._budget = _LookupBudget(LOOKUP_BURST, LOOKUPS_PER_SECOND)
         #: Lookups made (a backend or database read each), for the tests and the benchmark.
@@ -142,32 +144,37 @@ class _Connections:
         problem = connection_id_problem(conn_id)
         if problem is not None:
             return Refused(f"the URL's connection id is not valid ({problem})", "invalid", "")
-        cached = self._cached(conn_id)
-        if cached is not None:
-            return cached
-        # One lookup at a time: a burst of requests for one id costs one read, and the others then
-        # find it cached. A known connection's re-read does not spend the budget for unknown ids.
-        with self._reading:
-            cached = self._cached(conn_id)
-            if cached is not None:
-                return cached
-            with self._lock:
-                was_receiving = conn_id in self._receiving
-            if not was_receiving and not self._budget.take():
+        known, refused = self._cached(conn_id)
+        if known is not None and time.monotonic() - known[1] < REREAD_SECONDS:
+            return known[0]
+        if refused is not None:
+            return refused
+        if known is not None and not self._reading.acquire(blocking=False):
+            return known[0]  # another thread is reading it again: go on with what it said
+        if known is None:
+            self._reading.acquire()  # a burst for one new id costs one read; the others find it cached
+        try:
+            known, refused = self._cached(conn_id)
+            if known is not None and time.monotonic() - known[1] < REREAD_SECONDS:
+                return known[0]
+            if refused is not None:
+                return refused
+            if known is None and not self._budget.take():
                 return Refused("too many lookups of unknown connection ids; refused without a lookup", "budget", "")
             found = self._read(conn_id)
             with self._lock:
                 self._receiving.pop(conn_id, None)
-                self._refused.pop(conn_id, None)
                 if isinstance(found, Found):
-                    self._receiving[conn_id] = found
+                    self._receiving[conn_id] = (found, time.monotonic())
                 else:
                     self._refused[conn_id] = found
             return found
+        finally:
+            self._reading.release()
 
-    def _cached(self, conn_id: str) -> Found | Refused | None:
+    def _cached(self, conn_id: str) -> tuple[tuple[Found, float] | None, Refused | None]:
         with self._lock:
-            return self._receiving.get(conn_id) or self._refused.get(conn_id)
+            return self._receiving.get(conn_id), self._refused.get(conn_id)
 
     def clear(self) -> None:
         """Forget every connection (tests; a real deployment waits ``REREAD_SECONDS``)."""

@@ -76,3 +76,18 @@ def test_importing_the_provider_after_airflow_sdk_imports_only_the_provider() ->
     added = json.loads(out.strip().splitlines()[-1])
     assert [m for m in added if not m.startswith(("airflow_provider_agora", "airflow."))] == []
     assert not [m for m in added if m.split(".")[0] in ("requests", "urllib3", "httpx", "tenacity")]
+
+
+def test_the_notification_receiver_option_is_declared_and_off_by_default() -> None:
+    import os
+
+    assert airflow_cli("config", "get-value", "agora", "notifications_receiver").strip() == "False"
+    env = {**os.environ, "AIRFLOW__AGORA__NOTIFICATIONS_RECEIVER": "True"}
+    result = subprocess.run(
+        [AIRFLOW, "config", "get-value", "agora", "notifications_receiver"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert (result.returncode, result.stdout.strip()) == (0, "True")

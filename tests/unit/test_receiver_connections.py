@@ -108,3 +108,17 @@ def test_every_connection_of_one_redis_shares_one_client(
     store_b = project_b.store(project_b.settings.notification_namespaces[0])  # type: ignore[union-attr]
     assert store_a is not store_b and store_a.keys != store_b.keys
     assert store_a._client is store_b._client
+
+
+def test_a_known_connection_is_read_again_even_while_made_up_ids_exhaust_the_budget(
+    receiving: _Connections, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from airflow_provider_agora import _receiver_connections
+
+    assert isinstance(receiving.get("agora_default"), Found)
+    flood = [receiving.get(uuid.uuid4().hex) for _ in range(LOOKUP_BURST * 5)]
+    assert [found.kind for found in flood if isinstance(found, Refused)].count("budget") > 0
+    lookups = receiving.lookups
+    monkeypatch.setattr(_receiver_connections, "REREAD_SECONDS", 0.0)  # its interval is over
+    again = receiving.get("agora_default")
+    assert isinstance(again, Found) and receiving.lookups == lookups + 1
