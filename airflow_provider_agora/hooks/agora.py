@@ -236,11 +236,12 @@ class AgoraHook(_AgoraHookBase):
         With ``ncs_secret`` and ``redis_conn_id``, the recording is then recorded in Redis (best
         effort), so that the asset watchers can ask Agora about it if its ending notification is lost.
         """
-        body = {"cname": check_cname(cname), "uid": check_uid(uid), "clientRequest": client_request}
+        checked_cname, checked_uid = check_cname(cname), check_uid(uid)
+        body = {"cname": checked_cname, "uid": checked_uid, "clientRequest": client_request}
         chosen_app_id = self.resolve_app_id(app_id)
         result: dict[str, Any] = self._call(start_endpoint(chosen_app_id, resource_id, recording_mode), body)
         self._register_started(
-            result.get("sid"), resource_id, body["cname"], body["uid"], recording_mode, chosen_app_id
+            result.get("sid"), resource_id, checked_cname, checked_uid, recording_mode, chosen_app_id
         )
         return result
 

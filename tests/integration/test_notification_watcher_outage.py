@@ -19,6 +19,11 @@ from typing import Any
 
 import pytest
 
+try:
+    from airflow.triggers.base import BaseEventTrigger  # noqa: F401  (Airflow 3)
+except ImportError:
+    pytest.skip("asset watchers (BaseEventTrigger) need Airflow 3", allow_module_level=True)
+
 from airflow_provider_agora._notification_store import NotificationStore, notification_keys
 from airflow_provider_agora._settings import RedisSettings
 from airflow_provider_agora.notifications import Notification, namespace_of, parse_notification
