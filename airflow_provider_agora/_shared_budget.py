@@ -285,8 +285,11 @@ class SharedBudget:
         script = self._async_clients.get(loop)
         if script is None:
             import redis.asyncio
+            from redis.asyncio.retry import Retry
+            from redis.backoff import NoBackoff
 
-            script = redis.asyncio.Redis(**client_options(self.redis_settings)).register_script(_SCRIPT)
+            options = {**client_options(self.redis_settings), "retry": Retry(NoBackoff(), 0)}  # asyncio's own
+            script = redis.asyncio.Redis(**options).register_script(_SCRIPT)
             self._async_clients[loop] = script
         return script
 
