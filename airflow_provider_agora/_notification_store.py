@@ -322,6 +322,11 @@ class NotificationStore:
         self._add = self._client.register_script(_ADD)
         self._unreadable = UnreadableEntries(log)
 
+    @property
+    def client(self) -> Any:
+        """The (sync) Redis client this store sends with."""
+        return self._client
+
     @staticmethod
     def client_for(redis: RedisSettings) -> Any:
         """A (sync) Redis client for ``redis``, which several stores may share."""

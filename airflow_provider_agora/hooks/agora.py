@@ -149,10 +149,13 @@ class AgoraHook(_AgoraHookBase):
         return self.transport.base_url
 
     def close(self) -> None:
-        """Close the HTTP session; the next call opens a new one."""
+        """Close the HTTP session and the Redis client of notifications; the next call opens new ones."""
         if "session" in self.__dict__:
             self.session.close()
             del self.__dict__["session"]
+        store, self._notification_store = self._notification_store, None
+        if store is not None:
+            store.close()
 
     def resolve_app_id(self, app_id: str | None = None, *, sid: str | None = None) -> str:
         """The task's App ID, else the connection's; one clear sentence if there is neither."""
@@ -195,16 +198,24 @@ class AgoraHook(_AgoraHookBase):
             return []
         import redis
 
-        from airflow_provider_agora._notification_store import NotificationStore
-
-        namespaces = settings.notification_namespaces
         try:
-            if self._notification_store is None:
-                self._notification_store = NotificationStore(settings.redis, settings.customer_id, namespaces[0])
-            return self._notification_store.for_sid(sid, namespaces)
+            return self._notifications().for_sid(sid, settings.notification_namespaces)
         except (redis.RedisError, OSError) as error:
             log.warning("Cannot read Agora's notifications of recording sid=%s from Redis (%s).", sid, error)
             return []
+
+    def _notifications(self) -> NotificationStore:
+        """The connection's notification store, made on first use: one Redis client per hook, for the
+        reads of ``notifications`` and the registrations of ``start``."""
+        if self._notification_store is None:
+            from airflow_provider_agora._notification_store import NotificationStore
+
+            settings = self.settings
+            assert settings.redis is not None and settings.notification_namespaces
+            self._notification_store = NotificationStore(
+                settings.redis, settings.customer_id, settings.notification_namespaces[0]
+            )
+        return self._notification_store
 
     # -- the API ---------------------------------------------------------------------------------
 
@@ -253,7 +264,7 @@ class AgoraHook(_AgoraHookBase):
         settings = self.settings
         if settings.redis is None or not settings.receives_notifications or not isinstance(sid, str) or not sid:
             return
-        from airflow_provider_agora._notification_store import NotificationStore, register_started
+        from airflow_provider_agora._notification_store import register_started
 
         now_ms = int(time.time() * 1000)
         registration = {
@@ -265,13 +276,14 @@ class AgoraHook(_AgoraHookBase):
             "started_ms": now_ms,
         }
         try:
-            client = NotificationStore.client_for(settings.redis)
-            try:
-                register_started(
-                    client, settings.customer_id, settings.notification_namespaces, sid, registration, now_ms=now_ms
-                )
-            finally:
-                client.close()
+            register_started(
+                self._notifications().client,
+                settings.customer_id,
+                settings.notification_namespaces,
+                sid,
+                registration,
+                now_ms=now_ms,
+            )
         except Exception as error:  # the recording runs: a lost registration only weakens the backstop
             log.warning(
                 "Cannot record recording sid=%s in Redis (%s): if its ending notification is lost, the asset "

@@ -107,7 +107,7 @@ def test_every_connection_of_one_redis_shares_one_client(
     store_a = project_a.store(project_a.settings.notification_namespaces[0])  # type: ignore[union-attr]
     store_b = project_b.store(project_b.settings.notification_namespaces[0])  # type: ignore[union-attr]
     assert store_a is not store_b and store_a.keys != store_b.keys
-    assert store_a._client is store_b._client
+    assert store_a.client is store_b.client
 
 
 def test_a_known_connection_is_read_again_even_while_made_up_ids_exhaust_the_budget(
