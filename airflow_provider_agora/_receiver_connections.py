@@ -184,7 +184,7 @@ class _Connections:
 
     def _read(self, conn_id: str) -> Found | Refused:
         from airflow_provider_agora._compat import AirflowNotFoundException, BaseHook, mask_secret
-        from airflow_provider_agora._settings import settings_of, with_redis
+        from airflow_provider_agora._settings import ncs_secrets, settings_of, with_redis
         from airflow_provider_agora.exceptions import AgoraConfigurationError
 
         if conn_id != conn_id.lower() and _ENV_PREFIX + conn_id.upper() in os.environ:
@@ -204,7 +204,7 @@ class _Connections:
                 f"the connection's id is spelled {connection.conn_id!r}: use exactly that", "spelling", conn_id
             )
         extra = connection.extra_dejson if connection.extra else {}
-        secrets = tuple(str(extra[name]) for name in ("ncs_secret", "ncs_previous_secret") if extra.get(name))
+        secrets = ncs_secrets(extra)
         for secret in secrets:
             mask_secret(secret)
         if not extra.get("ncs_secret"):

@@ -189,13 +189,19 @@ def settings_from_connection(
     )
 
 
+def ncs_secrets(extra: dict[str, Any]) -> tuple[str, ...]:
+    """The NCS secrets set in a connection's extra: ``ncs_secret``, then ``ncs_previous_secret``
+    (still accepted while the secret is rotated). A connection receives notifications only when
+    ``ncs_secret`` is set; both are secrets either way."""
+    return tuple(str(extra[name]) for name in ("ncs_secret", "ncs_previous_secret") if extra.get(name))
+
+
 def _notification_namespaces(extra: dict[str, Any]) -> tuple[str, ...]:
     from airflow_provider_agora.notifications import namespace_of
 
     if not extra.get("ncs_secret"):
         return ()
-    secrets = [str(extra[name]) for name in ("ncs_secret", "ncs_previous_secret") if extra.get(name)]
-    return tuple(dict.fromkeys(namespace_of(secret) for secret in secrets))
+    return tuple(dict.fromkeys(namespace_of(secret) for secret in ncs_secrets(extra)))
 
 
 def missing_connection(conn_id: str) -> AgoraConfigurationError:
@@ -210,21 +216,15 @@ def settings_of(conn_id: str, conn: Any) -> AgoraSettings:
     masker before anything can log it. Used by both hooks."""
     from airflow_provider_agora._compat import mask_secret
 
+    extra = conn.extra_dejson if conn.extra else {}
     settings = settings_from_connection(
-        conn_id,
-        host=conn.host,
-        login=conn.login,
-        password=conn.password,
-        port=conn.port,
-        extra=conn.extra_dejson if conn.extra else {},
+        conn_id, host=conn.host, login=conn.login, password=conn.password, port=conn.port, extra=extra
     )
     mask_secret(settings.customer_secret)
     mask_secret(settings.basic_token)
     mask_secret(settings.authorization)
-    extra = conn.extra_dejson if conn.extra else {}
-    for name in ("ncs_secret", "ncs_previous_secret"):
-        if extra.get(name):
-            mask_secret(str(extra[name]))
+    for secret in ncs_secrets(extra):
+        mask_secret(secret)
     return settings
 
 
