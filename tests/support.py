@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
+import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -19,6 +21,7 @@ __all__ = [
     "CUSTOMER_ID",
     "CUSTOMER_SECRET",
     "FAST_RETRIES",
+    "LogSignal",
     "RedisServer",
     "ScriptedAgora",
     "ScriptedAnswer",
@@ -116,6 +119,20 @@ class ScriptedAgora:
     def script(self, *answers: tuple[int, Any] | ScriptedAnswer) -> None:
         with self._lock:
             self.answers = [a if isinstance(a, ScriptedAnswer) else ScriptedAnswer(*a) for a in answers]
+
+
+class LogSignal(logging.Handler):
+    """Sets ``seen`` (an asyncio event) once a record whose message contains ``text`` is logged, so
+    that a test waits for what a component says instead of sleeping."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+        self.seen = asyncio.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.text in record.getMessage():
+            self.seen.set()
 
 
 def redact(value: Any) -> Any:

@@ -34,7 +34,7 @@ from airflow_provider_agora.notifications import Notification, namespace_of, par
 from airflow_provider_agora.simulator import STARTUP_TIMELINE, AgoraSimulator
 from airflow_provider_agora.triggers import notifications as watcher_module
 from airflow_provider_agora.triggers.notifications import DEFAULT_CONSUMER_GROUP, AgoraRecordingNotificationTrigger
-from tests.support import APP_ID, CUSTOMER_ID, CUSTOMER_SECRET, FAST_RETRIES, connection_json, running_redis
+from tests.support import APP_ID, CUSTOMER_ID, CUSTOMER_SECRET, FAST_RETRIES, LogSignal, connection_json, running_redis
 
 OUTAGE_SECONDS = 60.0  # how long Redis stays down: the duration under test, not a synchronisation
 BACKSTOP_DELAY = 5.0  # shorter than the outage: the recording is due while Redis is down
@@ -66,19 +66,6 @@ def recorder_started(sid: str) -> Notification:
     return parse_notification(json.dumps(body).encode())
 
 
-class _Seen(logging.Handler):
-    """Sets an asyncio event once a record whose message contains ``text`` is logged."""
-
-    def __init__(self, text: str) -> None:
-        super().__init__()
-        self.text = text
-        self.event = asyncio.Event()
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if self.text in record.getMessage():
-            self.event.set()
-
-
 def _stop_once_it_has_files(simulator: AgoraSimulator, resource_id: str, sid: str, started_at: float) -> None:
     """Agora answers a stop without files with 435: stop once the first one is uploaded."""
     while simulator.simulated_time() < started_at + STARTUP_TIMELINE[-1][0]:
@@ -100,7 +87,7 @@ async def test_a_recording_that_ended_while_redis_was_down_fires_exactly_once(
 ) -> None:
     caplog.set_level(logging.DEBUG, logger=watcher_module.__name__)
     monkeypatch.setattr(watcher_module, "_NOT_FOUND_GRACE_SECONDS", NOT_FOUND_GRACE)
-    recovered = _Seen(RECOVERY)
+    recovered = LogSignal(RECOVERY)
     watcher_module.log.addHandler(recovered)
     with (
         running_redis() as server,
@@ -132,11 +119,11 @@ async def test_a_recording_that_ended_while_redis_was_down_fires_exactly_once(
                 hook.start, resource_id, CNAME, UID, "mix", {"recordingFileConfig": {"avFileType": ["hls"]}}
             )
             sid, started_at = started["sid"], simulator.simulated_time()
-            heard = _Seen(f"Heard of recording sid={sid}")
+            heard = LogSignal(f"Heard of recording sid={sid}")
             watcher_module.log.addHandler(heard)
             try:
                 store.add(recorder_started(sid))
-                await asyncio.wait_for(heard.event.wait(), TIMEOUT)
+                await asyncio.wait_for(heard.seen.wait(), TIMEOUT)
             finally:
                 watcher_module.log.removeHandler(heard)
 
@@ -147,7 +134,7 @@ async def test_a_recording_that_ended_while_redis_was_down_fires_exactly_once(
             if following.done():
                 pytest.fail(f"The watcher stopped or fired while Redis was down: {following!r}")
             await asyncio.to_thread(server.start)  # same port, empty: no stream, no group, no registration
-            await asyncio.wait_for(recovered.event.wait(), TIMEOUT)
+            await asyncio.wait_for(recovered.seen.wait(), TIMEOUT)
             event = await asyncio.wait_for(following, TIMEOUT)
             after = asyncio.ensure_future(events.__anext__())
             await _rounds_pass(trigger, 2, after)

@@ -29,7 +29,7 @@ from airflow_provider_agora._settings import RedisSettings
 from airflow_provider_agora.notifications import Notification, namespace_of, parse_notification
 from airflow_provider_agora.triggers import notifications as watcher_module
 from airflow_provider_agora.triggers.notifications import DEFAULT_CONSUMER_GROUP, AgoraRecordingNotificationTrigger
-from tests.support import CUSTOMER_ID, connection_json, running_redis
+from tests.support import CUSTOMER_ID, LogSignal, connection_json, running_redis
 
 OUTAGE_SECONDS = 60.0  # how long Redis stays down: the duration under test, not a synchronisation
 NCS_SECRET = "ncs-outage-secret-Hd5n"
@@ -63,19 +63,6 @@ def uploaded(sid: str, event_type: int, number: int) -> Notification:
     return parse_notification(json.dumps(body).encode())
 
 
-class _Seen(logging.Handler):
-    """Sets an asyncio event once a record whose message contains ``text`` is logged."""
-
-    def __init__(self, text: str) -> None:
-        super().__init__()
-        self.text = text
-        self.event = asyncio.Event()
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if self.text in record.getMessage():
-            self.event.set()
-
-
 async def _next_sid(events: AsyncGenerator[Any, None]) -> str:
     return str((await events.__anext__()).payload["sid"])
 
@@ -84,7 +71,7 @@ async def test_the_watcher_survives_a_minute_without_redis_and_fires_once_after_
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger=watcher_module.__name__)
-    recovered = _Seen(RECOVERY)
+    recovered = LogSignal(RECOVERY)
     watcher_module.log.addHandler(recovered)
     with running_redis() as server:
         monkeypatch.setenv(
@@ -110,7 +97,7 @@ async def test_the_watcher_survives_a_minute_without_redis_and_fires_once_after_
             if following.done():
                 pytest.fail(f"The watcher stopped while Redis was down: {following.exception()!r}")
             await asyncio.to_thread(server.start)  # same port, empty: no stream, no group
-            await asyncio.wait_for(recovered.event.wait(), TIMEOUT)
+            await asyncio.wait_for(recovered.seen.wait(), TIMEOUT)
             store.add(uploaded(SID_AFTER, 31, 2))
             after = await asyncio.wait_for(following, TIMEOUT)
             store.add(uploaded(SID_AFTER, 32, 3))  # the same recording again: no second event

@@ -29,7 +29,7 @@ from airflow_provider_agora.hooks.agora import AgoraAsyncHook, AgoraHook
 from airflow_provider_agora.simulator import STARTUP_TIMELINE, AgoraSimulator, RequestRecord
 from airflow_provider_agora.triggers import notifications as watcher_module
 from airflow_provider_agora.triggers.notifications import DEFAULT_CONSUMER_GROUP, AgoraRecordingNotificationTrigger
-from tests.support import APP_ID, CUSTOMER_ID, CUSTOMER_SECRET, FAST_RETRIES, connection_json, running_redis
+from tests.support import APP_ID, CUSTOMER_ID, CUSTOMER_SECRET, FAST_RETRIES, LogSignal, connection_json, running_redis
 from tests.unit.conftest import FILES, NCS_SECRET, OTHER_PROJECT_SECRET, PREVIOUS_SECRET, REDIS_CONN_ID, Ncs
 
 SID_1 = "38f8e3cfdc474cd56fc1ceba380d7e1a"
@@ -163,26 +163,13 @@ async def test_a_connection_without_what_notifications_need_fails_at_once(
         await watch().__anext__()
 
 
-class _Signal(logging.Handler):
-    """Sets an asyncio event when a record whose message contains ``text`` is logged."""
-
-    def __init__(self, text: str) -> None:
-        super().__init__()
-        self.text = text
-        self.seen = asyncio.Event()
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if self.text in record.getMessage():
-            self.seen.set()
-
-
 async def test_a_watcher_rides_out_a_redis_outage_with_one_warning_and_one_recovery_line(
     watch: Watch, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A short outage of a Redis of its own (the session's server is shared by every test); the
     integration test holds Redis down for a minute."""
     caplog.set_level(logging.INFO, logger=watcher_module.__name__)
-    down, back = _Signal("Cannot read Agora's notifications"), _Signal("Redis answers again")
+    down, back = LogSignal("Cannot read Agora's notifications"), LogSignal("Redis answers again")
     with running_redis() as server, _signalling(down, back):
         ncs = Ncs(server, monkeypatch)
         try:
@@ -208,7 +195,7 @@ async def test_a_watcher_rides_out_a_redis_outage_with_one_warning_and_one_recov
 
 
 @contextlib.contextmanager
-def _signalling(*signals: _Signal) -> Iterator[None]:
+def _signalling(*signals: LogSignal) -> Iterator[None]:
     for signal in signals:
         watcher_module.log.addHandler(signal)
     try:
@@ -415,7 +402,7 @@ async def test_a_recording_nobody_registered_is_dropped_with_one_line_and_agora_
     bench: Bench, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger=watcher_module.__name__)
-    dropped = _Signal(NO_RESOURCE_ID)
+    dropped = LogSignal(NO_RESOURCE_ID)
     with _signalling(dropped):
         watching = bench.watch()
         bench.hear(SID_1, 40)  # started elsewhere: nobody recorded its resourceId
@@ -440,7 +427,7 @@ async def test_a_recording_nobody_registered_is_dropped_with_one_line_and_agora_
 
 
 async def test_an_abnormal_exit_gives_no_event(slow_bench: Bench, caplog: pytest.LogCaptureFixture) -> None:
-    failed = _Signal("reached failure status 20")
+    failed = LogSignal("reached failure status 20")
     with _signalling(failed):
         doomed = await asyncio.to_thread(start_recording, slow_bench.simulator)
         slow_bench.hear(doomed.sid, 40)
