@@ -365,6 +365,22 @@ def test_individual_snapshots_only_report_status_and_slice_start(client: Client)
     assert client.stop(rid, sid, "individual").json()["serverResponse"] == {"uploadingStatus": "uploaded"}
 
 
+def test_query_web_before_the_first_slice_reports_init_and_no_files(make_sim: Callable[..., AgoraSimulator]) -> None:
+    client = Client(make_sim(speed=0.1))  # the first slice 30 s after the start
+    rid, sid = client.begin(
+        "web",
+        extensionServiceConfig={
+            "extensionServices": [
+                {"serviceName": "web_recorder_service", "serviceParam": {"url": "https://example.com"}},
+            ]
+        },
+    )
+    early = client.query(rid, sid, "web").json()["serverResponse"]
+    assert early["status"] < 5
+    payload = early["extensionServiceState"][0]["payload"]
+    assert (payload["state"], payload["fileList"]) == ("init", [])
+
+
 def test_query_web_like_example_3_with_cdn_push(client: Client) -> None:
     rid, sid = client.begin(
         "web",
@@ -375,10 +391,6 @@ def test_query_web_like_example_3_with_cdn_push(client: Client) -> None:
             ]
         },
     )
-    early = client.query(rid, sid, "web").json()["serverResponse"]
-    if early["status"] < 5:
-        assert early["extensionServiceState"][0]["payload"]["state"] == "init"
-        assert early["extensionServiceState"][0]["payload"]["fileList"] == []
     client.wait_status(rid, sid, 5, mode="web")
     body = client.query(rid, sid, "web").json()
     assert shape(body) == {**shape(EX3_QUERY_WEB), "serverResponse": shape(body["serverResponse"])}
