@@ -1,6 +1,7 @@
 # Everything a fresh machine with Python 3.10-3.13 and make needs.
 #   make test       - lint, type checks, packaging, then the whole suite on Airflow 3.3 and again on
 #                     Airflow 2.11, then the compatibility run on Airflow 3.0, 3.1 and 3.2
+#                     (installs Debian's chromium, redis-server and postgresql packages when it can)
 #   make test-unit  - the fast tests only (tests/unit: no Airflow process, under a minute)
 #   make demo   - run the example pipeline against the embedded Agora simulator
 PYTHON ?= python3
@@ -10,7 +11,7 @@ VENV ?= .venv
 VENV_AIRFLOW_2 ?= .venv-airflow2
 BIN := $(VENV)/bin
 
-.PHONY: test test-unit lint typecheck package pytest pytest-airflow2 browser redis-server demo clean
+.PHONY: test test-unit lint typecheck package pytest pytest-airflow2 browser redis-server postgresql demo clean
 
 # One virtual environment per Airflow line; the stamp names the version it holds.
 $(VENV)/.installed-$(AIRFLOW_3): pyproject.toml
@@ -56,11 +57,16 @@ test-unit: $(VENV)/.installed-$(AIRFLOW_3)
 redis-server:
 	sh scripts/install-redis.sh
 
-pytest: $(VENV)/.installed-$(AIRFLOW_3) browser redis-server
+# Debian's postgresql for the tests that run several Airflow processes on one metadata database
+# (skipped without it); the tests start their own server in a temporary directory on a free port.
+postgresql:
+	sh scripts/install-postgresql.sh
+
+pytest: $(VENV)/.installed-$(AIRFLOW_3) browser redis-server postgresql
 	$(BIN)/python $(UNIT)
 	$(BIN)/python $(INTEGRATION)
 
-pytest-airflow2: $(VENV_AIRFLOW_2)/.installed-$(AIRFLOW_2) redis-server
+pytest-airflow2: $(VENV_AIRFLOW_2)/.installed-$(AIRFLOW_2) redis-server postgresql
 	$(VENV_AIRFLOW_2)/bin/python $(UNIT)
 	$(VENV_AIRFLOW_2)/bin/python $(INTEGRATION)
 

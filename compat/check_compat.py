@@ -409,13 +409,14 @@ def test_example_pipeline_succeeds(home: Path, simulator_url: str, mode: str) ->
         assert "running trigger in line" not in output
 
     recording = xcom(home, run_id, "wait_until_recording")
-    assert 5 <= recording["status"] <= 8
+    assert recording["status"] == 5  # the recording runs until the stop task
     assert recording["files"], recording
     assert all(entry["fileName"].startswith("recordings/") for entry in recording["files"])
     assert xcom(home, run_id, "wait_until_recording", key="files") == recording["files"]
+    # Whether Agora's last answer was 8 or 404 is a race in Agora itself; either way the end is
+    # known and the files that the stop returned are handed on, which is what the manifest shows.
     ended = xcom(home, run_id, "wait_for_end")
-    assert ended["ended_by"] in ("status", "not_found")
-    assert ended["files"], ended
+    assert {entry["fileName"] for entry in ended["files"]} >= {entry["fileName"] for entry in recording["files"]}
 
     manifest = json.loads(Path(xcom(home, run_id, "build_manifest")).read_text())
     assert manifest["sid"] == recording["sid"]
