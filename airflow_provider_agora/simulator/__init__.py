@@ -18,7 +18,8 @@ after :data:`NOTIFY_RETRY_DELAYS` simulated seconds, then dropped. Every attempt
 ``AgoraSimulator.notifications`` (:class:`NotificationRecord`; ``GET /_simulator/notifications``) and
 counted in ``notification_stats()`` (``GET /_simulator/notifications/stats``). Notification faults
 on ``AgoraSimulator.faults`` (also ``POST /_simulator/faults``): ``duplicate``,
-``reorder_31_after_11``, ``bad_signature`` (switches) and ``drop`` (by count and/or eventType).
+``reorder_31_after_11``, ``bad_signature``, ``backuped`` (32 after 31), ``redeliver`` (each again under
+a new ``noticeId``) (switches) and ``drop`` (by count and/or eventType).
 """
 
 from airflow_provider_agora.simulator._counting import max_in_sliding_second

@@ -33,7 +33,8 @@ notifications (Agora NCS):
   {len(NOTIFY_RETRY_DELAYS)} times, after {_DELAYS} simulated seconds (divided by --speed), then dropped.
   Attempts are listed at GET /_simulator/notifications, counters at /_simulator/notifications/stats;
   notification faults can also be set at POST /_simulator/faults: {{"duplicate": true}},
-  {{"reorder_31_after_11": true}}, {{"bad_signature": true}}, {{"drop": 2}} or
+  {{"reorder_31_after_11": true}}, {{"bad_signature": true}}, {{"backuped": true}} (32 after 31),
+  {{"redeliver": true}} (each delivered notification again under a new noticeId), {{"drop": 2}} or
   {{"drop": {{"count": 1, "event_types": [31]}}}}.
 """
 

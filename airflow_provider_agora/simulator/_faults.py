@@ -3,7 +3,8 @@
 Counted faults form one FIFO queue consumed by authenticated API requests in arrival order, so a
 test can say "the next two requests fail" and count requests exactly. Time-based faults are in
 simulated seconds so they scale with the simulator's ``speed``. Notification faults (``duplicate``,
-``reorder_31_after_11``, ``drop``, ``bad_signature``) change what the simulator's NCS sender posts.
+``reorder_31_after_11``, ``drop``, ``bad_signature``, ``backuped``, ``redeliver``) change what the
+simulator's NCS sender posts.
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ class _DropRule:
 
 
 #: Notification faults that are switched on and off (``Faults.<name>(enabled)``).
-NOTIFICATION_TOGGLES = ("duplicate", "reorder_31_after_11", "bad_signature")
+NOTIFICATION_TOGGLES = ("duplicate", "reorder_31_after_11", "bad_signature", "backuped", "redeliver")
 
 
 def _check_count(count: int) -> int:
@@ -190,6 +191,16 @@ class Faults:
         """Notifications: sign with a wrong secret (both headers), as a forger would."""
         self._toggle("bad_signature", enabled)
 
+    def backuped(self, enabled: bool = True) -> None:
+        """Notifications: some files went to Agora's backup storage, so 32 ``backuped`` (with the
+        same file list) follows 31 ``uploaded``: a recording then has two notifications that end it."""
+        self._toggle("backuped", enabled)
+
+    def redeliver(self, enabled: bool = True) -> None:
+        """Notifications: send each delivered notification once more, under a new ``noticeId``, as
+        Agora's high-availability redundancy does (only ``sid`` and ``eventType`` tell it apart)."""
+        self._toggle("redeliver", enabled)
+
     def _toggle(self, name: str, enabled: bool) -> None:
         if not isinstance(enabled, bool):
             raise TypeError(f"{name} takes true or false, got {enabled!r}")
@@ -267,8 +278,8 @@ class Faults:
 
         A value may be an object of keyword arguments, a bare count (counted faults and ``drop``) or
         ``true``/``false`` (``reset`` and the notification switches ``duplicate``,
-        ``reorder_31_after_11``, ``bad_signature``); ``latency`` takes a number. ``reset`` runs
-        first, the rest in the given order.
+        ``reorder_31_after_11``, ``bad_signature``, ``backuped``, ``redeliver``); ``latency`` takes a
+        number. ``reset`` runs first, the rest in the given order.
         Raises ``ValueError``/``TypeError`` at the first invalid entry; earlier entries stay applied.
         """
         if spec.get("reset"):
@@ -283,6 +294,8 @@ class Faults:
             "duplicate": self.duplicate,
             "reorder_31_after_11": self.reorder_31_after_11,
             "bad_signature": self.bad_signature,
+            "backuped": self.backuped,
+            "redeliver": self.redeliver,
             "drop": self.drop,
         }
         for name, value in spec.items():

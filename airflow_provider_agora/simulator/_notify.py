@@ -16,7 +16,9 @@ recording's end time, ``resourceExpiredHour``): 71 (6, web only) and 30 (2) at E
 when status 8 begins; 30 and 31 only when something was recorded. Abnormal exit (fault): 1 (0,
 fatal ``cloud_recording_error``) and 11 (``exitStatus`` 1). Fail-over (``transient_not_found``
 fault): 12 (0, ``newUid``); later events carry the new uid. ``sequence`` counts per sid from 0 in
-the order events happen; ``sendts`` is when the event happened on the simulated clock.
+the order events happen; ``sendts`` is when the event happened on the simulated clock. With the
+``backuped`` fault a 32 (2, the same file list) follows each 31 that has a file list; with
+``redeliver`` each delivered notification is sent once more under a new ``noticeId``.
 
 Delivery: one sender thread POSTs in order of due time (``http.client``, no proxies, 10 s socket
 timeout). Anything but a 200 answer is resent, same ``noticeId``, with a new ``notifyMs`` (always
@@ -59,7 +61,7 @@ NOTIFY_TIMEOUT = 10.0
 #: Agora says only "immediately, then growing intervals, three retries"; these values are ours.
 NOTIFY_RETRY_DELAYS: tuple[float, ...] = (0.0, 2.0, 4.0)
 #: ``serviceType`` per ``eventType``.
-SERVICE_TYPES: dict[int, int] = {1: 0, 11: 0, 12: 0, 30: 2, 31: 2, 40: 1, 70: 6, 71: 6}
+SERVICE_TYPES: dict[int, int] = {1: 0, 11: 0, 12: 0, 30: 2, 31: 2, 32: 2, 40: 1, 70: 6, 71: 6}
 #: ``details.msgName`` per ``eventType``.
 EVENT_NAMES: dict[int, str] = {
     1: "cloud_recording_error",
@@ -67,6 +69,7 @@ EVENT_NAMES: dict[int, str] = {
     12: "session_failover",
     30: "uploader_started",
     31: "uploaded",
+    32: "backuped",
     40: "recorder_started",
     70: "web_recorder_started",
     71: "web_recorder_stopped",
@@ -133,6 +136,7 @@ class _Delivery:
     payload: dict[str, Any]
     attempt: int = 0
     last_notify_ms: int = 0
+    redelivered: bool = False  # the ``redeliver`` fault's second copy (sent once, never again)
 
 
 @dataclass
@@ -364,14 +368,18 @@ class Notifier:
             track.uid = str(new_uid)
         else:
             track.emitted.add(event_type)
-        delivery = _Delivery(uuid.uuid4().hex, event_type, recording.sid, payload)
+        deliveries = [_Delivery(uuid.uuid4().hex, event_type, recording.sid, payload)]
+        if event_type == 31 and recording.mode != "web" and self._faults.notification_flag("backuped"):
+            backuped = {**payload, "sequence": track.sequence, "details": {**details, "msgName": EVENT_NAMES[32]}}
+            track.sequence += 1
+            deliveries.append(_Delivery(uuid.uuid4().hex, 32, recording.sid, backuped))
         if event_type == 31 and self._faults.notification_flag("reorder_31_after_11"):
-            track.held.append(delivery)
+            track.held.extend(deliveries)
             return []
         if event_type == 11:
             held, track.held = track.held, []
-            return [delivery, *held]
-        return [delivery]
+            return [*deliveries, *held]
+        return deliveries
 
     def _submit(self, delivery: _Delivery) -> None:
         if self._faults.take_drop(delivery.event_type):
@@ -460,6 +468,12 @@ class Notifier:
             outcome,
         )
         self._record(record, *counters)
+        if outcome == "delivered" and not delivery.redelivered and self._faults.notification_flag("redeliver"):
+            again = _Delivery(uuid.uuid4().hex, delivery.event_type, delivery.sid, delivery.payload, redelivered=True)
+            with self._cond:
+                if self._token is token:
+                    heapq.heappush(self._deliveries, (time.monotonic(), next(self._counter), again))
+                    self._cond.notify_all()
         if outcome == "retrying":
             delay = NOTIFY_RETRY_DELAYS[delivery.attempt - 1] / self._clock.speed
             with self._cond:

@@ -195,7 +195,8 @@ class AgoraSimulator:
     fail-over) to ``notify_url`` from a background thread, resending anything but a 200 up to three
     times; see :mod:`airflow_provider_agora.simulator._notify`. ``notify_timeout`` is the real
     seconds the sender waits for an answer. Every attempt is in ``notifications``; the faults
-    ``duplicate``, ``reorder_31_after_11``, ``drop`` and ``bad_signature`` change what is sent.
+    ``duplicate``, ``reorder_31_after_11``, ``drop``, ``bad_signature``, ``backuped`` and
+    ``redeliver`` change what is sent.
     """
 
     def __init__(

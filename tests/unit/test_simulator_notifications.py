@@ -484,6 +484,40 @@ def test_reorder_fault_sends_11_before_31(sim: AgoraSimulator, client: Client, r
     assert uploaded["details"]["fileList"] == stopped["fileList"]
 
 
+def test_backuped_fault_sends_32_with_the_files_of_31_after_it(
+    sim: AgoraSimulator, client: Client, receiver: Receiver
+) -> None:
+    sim.faults.backuped()
+    rid, sid = client.begin("mix", **MP4)
+    stopped = client.stop_when_recorded(rid, sid)
+    receiver.wait_event(11, sid)
+    posts = receiver.received()
+    assert [post.event_type for post in posts] == [40, 30, 31, 32, 11]
+    uploaded, backuped = (post.body["payload"] for post in posts[2:4])
+    assert backuped["details"] == {**uploaded["details"], "msgName": "backuped"}
+    assert uploaded["details"]["fileList"] == stopped["fileList"]
+    assert backuped["serviceType"] == 2 and backuped["sequence"] == uploaded["sequence"] + 1
+    assert posts[2].body["noticeId"] != posts[3].body["noticeId"] and all(verifies(post) for post in posts)
+
+
+def test_redeliver_fault_sends_each_notification_again_under_a_new_notice_id(
+    sim: AgoraSimulator, client: Client, receiver: Receiver
+) -> None:
+    sim.faults.redeliver()
+    rid, sid = client.begin("mix")
+    client.stop_when_recorded(rid, sid)
+    posts = receiver.wait_posts(8)
+    by_type: dict[int, list[Any]] = {}
+    for post in posts:
+        by_type.setdefault(post.event_type, []).append(post)
+    assert {event_type: len(copies) for event_type, copies in by_type.items()} == {40: 2, 30: 2, 31: 2, 11: 2}
+    for first, again in by_type.values():
+        assert first.body["payload"] == again.body["payload"]
+        assert first.body["noticeId"] != again.body["noticeId"]
+        assert verifies(first) and verifies(again)
+    assert sim.notification_stats()["delivered"] == 8
+
+
 def test_drop_fault_by_count_and_by_event_type(sim: AgoraSimulator, client: Client, receiver: Receiver) -> None:
     sim.faults.drop(1)  # the next notification (40)
     sim.faults.drop(event_types=[31])  # every 31
@@ -524,6 +558,8 @@ def test_control_api_sets_notification_faults_and_serves_the_log(
         "duplicate": True,
         "reorder_31_after_11": True,
         "bad_signature": False,
+        "backuped": False,
+        "redeliver": False,
         "drop": [{"remaining": 1, "event_types": None}],
     }
     assert requests.post(f"{control}/faults", json={"duplicate": "yes"}).status_code == 400
@@ -539,6 +575,8 @@ def test_control_api_sets_notification_faults_and_serves_the_log(
         "duplicate": False,
         "reorder_31_after_11": False,
         "bad_signature": False,
+        "backuped": False,
+        "redeliver": False,
         "drop": [],
     }
     _, sid = client.begin("mix")
