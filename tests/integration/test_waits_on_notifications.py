@@ -28,7 +28,7 @@ from airflow_provider_agora.notifications import namespace_of
 from airflow_provider_agora.sensors.agora import AgoraRecordingQuerySensor
 from airflow_provider_agora.simulator import AgoraSimulator
 from airflow_provider_agora.triggers.agora import AgoraRecordingQueryTrigger
-from airflow_provider_agora.triggers.notifications import AgoraRecordingNotificationTrigger
+from airflow_provider_agora.triggers.notifications import DEFAULT_CONSUMER_GROUP, AgoraRecordingNotificationTrigger
 from tests.integration.ui_helpers import AirflowApiServer
 from tests.support import (
     APP_ID,
@@ -269,22 +269,51 @@ def test_duplicates_and_uploaded_after_exit_give_one_outcome(agora: AgoraSimulat
 def test_a_notification_that_arrived_while_no_trigger_ran_is_found_when_one_starts(
     agora: AgoraSimulator, redis_server: RedisServer
 ) -> None:
-    """A triggerer restart: the notification came while it was down; the new trigger finds it."""
+    """A triggerer restart: the notifications came while it was down. The new trigger starts from
+    the stored 31 (its catch-up), not from a query followed by the wait for 'uploaded' after an exit,
+    which would end with the exit (11) and without the 31's files."""
     recording = start()
     in_progress(recording)
     task = sensor(recording, deferrable=True, poke_interval=600)
     with pytest.raises(TaskDeferred) as deferred:
         task.execute({})
     stop(recording)
-    wait_until(lambda: 31 in stored_events(redis_server, recording["sid"]), "uploaded notification")
+    wait_until(lambda: {31, 11} <= set(stored_events(redis_server, recording["sid"])), "uploaded and exit")
+    stored = [json.loads(raw) for raw in redis_server.client().lrange(KEYS["sid"] + recording["sid"], 0, -1)]
+    uploaded = next(entry for entry in stored if entry["event_type"] == 31)
     event = run_trigger(deferred.value)  # starts only now
-    assert (event["status"], event["result"]["ended_by"]) == ("success", "notification")
+    assert event["status"] == "success"
+    assert event["result"]["notification"] == {"notice_id": uploaded["notice_id"], "event_type": 31}
+    assert event["result"]["files"] == uploaded["files"]
+
+
+def watchers_consumed_everything(redis_server: RedisServer) -> bool:
+    """Whether the asset watchers' group has read and acknowledged every stored notification: no
+    event can come any more from what is in the stream."""
+    client = redis_server.client()
+    try:
+        groups = client.xinfo_groups(KEYS["stream"])
+    finally:
+        client.close()
+    ours = [group for group in groups if group["name"] == DEFAULT_CONSUMER_GROUP]
+    return bool(ours) and ours[0]["lag"] == 0 and ours[0]["pending"] == 0
 
 
 def test_the_asset_watcher_fires_once_per_finished_recording_with_two_triggerers(
     agora: AgoraSimulator, redis_server: RedisServer
 ) -> None:
-    async def watch(expected: int) -> list[dict[str, Any]]:
+    """Each recording ends twice (31 and the 32 of the backuped fault) and Agora sends everything
+    twice (the redeliver fault): two watchers of one group still fire exactly once per recording.
+    Events are collected until the watchers have consumed every notification the simulator sent,
+    so a late duplicate would be seen."""
+    agora.faults.backuped()
+    agora.faults.redeliver()
+    sent = 3 * 2 * 5  # three recordings, every notification twice: 40, 30, 31, 32, 11
+
+    def settled() -> bool:
+        return agora.notification_stats()["delivered"] == sent and watchers_consumed_everything(redis_server)
+
+    async def watch() -> list[dict[str, Any]]:
         watchers = [AgoraRecordingNotificationTrigger(), AgoraRecordingNotificationTrigger()]
         streams = [watcher.run() for watcher in watchers]
         events: list[dict[str, Any]] = []
@@ -296,15 +325,16 @@ def test_the_asset_watcher_fires_once_per_finished_recording_with_two_triggerers
             await asyncio.to_thread(in_progress, recording)
             await asyncio.to_thread(stop, recording, f"asset-room-{n}")
         deadline = time.monotonic() + 60
-        while len(events) < expected and time.monotonic() < deadline:
-            done, _ = await asyncio.wait(pending, timeout=deadline - time.monotonic(), return_when="FIRST_COMPLETED")
+        while True:
+            done, _ = await asyncio.wait(pending, timeout=0.2, return_when="FIRST_COMPLETED")  # a poll, with a deadline
             for future in done:
                 stream = pending.pop(future)
                 events.append(future.result().payload)
                 pending[asyncio.ensure_future(anext(stream))] = stream
-        # Anything more would come now: give both watchers a few more reads before stopping.
-        done, _ = await asyncio.wait(pending, timeout=3)
-        events.extend(future.result().payload for future in done)
+            if not done and await asyncio.to_thread(settled):
+                break
+            assert time.monotonic() < deadline, f"not settled within 60 s: {agora.notification_stats()}"
+        events.extend(future.result().payload for future in pending if future.done())
         for future in pending:
             if not future.done():
                 future.cancel()
@@ -313,7 +343,7 @@ def test_the_asset_watcher_fires_once_per_finished_recording_with_two_triggerers
             await stream.aclose()
         return events
 
-    events = asyncio.run(watch(3))
+    events = asyncio.run(watch())
     assert sorted(event["cname"] for event in events) == ["asset-room-0", "asset-room-1", "asset-room-2"]
     assert all(any(f["fileName"].endswith(".mp4") for f in event["files"]) for event in events)
 
