@@ -22,13 +22,16 @@ __all__ = [
     "CUSTOMER_SECRET",
     "FAST_RETRIES",
     "LogSignal",
+    "PostgresServer",
     "RedisServer",
     "ScriptedAgora",
     "ScriptedAnswer",
     "TaskStateStore",
     "connection_json",
     "max_in_sliding_second",
+    "postgres_bin_dir",
     "redact",
+    "running_postgres",
     "running_redis",
 ]
 
@@ -248,6 +251,258 @@ def running_redis() -> Iterator[RedisServer]:
     server = RedisServer()
     if not server.available:
         pytest.skip("redis-server is not installed (make test installs Debian's redis-server package)")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def postgres_bin_dir() -> Any:
+    """The folder holding ``initdb`` and ``postgres`` (a ``pathlib.Path``), or None without them.
+
+    Debian keeps them off PATH, in ``/usr/lib/postgresql/<major>/bin``: an ``initdb`` on PATH wins,
+    else the highest major version there.
+    """
+    import shutil
+    from pathlib import Path
+
+    on_path = shutil.which("initdb")
+    if on_path is not None:
+        folder = Path(on_path).resolve().parent
+        if (folder / "postgres").is_file():
+            return folder
+    versions = [
+        (int(initdb.parent.parent.name), initdb.parent)
+        for initdb in Path("/usr/lib/postgresql").glob("*/bin/initdb")
+        if initdb.parent.parent.name.isdigit() and (initdb.parent / "postgres").is_file()
+    ]
+    return max(versions)[1] if versions else None
+
+
+class PostgresServer:
+    """A real PostgreSQL server (Debian's ``postgresql`` package) in a temporary data directory on a
+    free loopback port, for Airflow's metadata database where several Airflow processes write to it.
+
+    ``create_database`` gives each Airflow cluster a fresh database; ``stop`` ends the server and
+    removes its data directory. ``initdb`` and ``postgres`` refuse to run as root, so as root (as CI
+    runs) both run as the unprivileged ``postgres`` user that Debian's package creates (else
+    ``nobody``), in a directory of their own in the system's temporary folder: pytest's base temporary
+    directory is private to root.
+    """
+
+    USER = "airflow"
+    PASSWORD = "pg-test-pw-Kd4x"  # distinctive, so that a leak is easy to find
+    START_TIMEOUT = 60.0
+    STOP_TIMEOUT = 30.0
+
+    def __init__(self) -> None:
+        import os
+        import pwd
+        import socket
+
+        self.bin_dir = postgres_bin_dir()
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = int(probe.getsockname()[1])
+        self.run_as: Any = None  # the pwd entry of the user the server runs as, when we are root
+        if os.geteuid() == 0:
+            for name in ("postgres", "nobody"):
+                try:
+                    self.run_as = pwd.getpwnam(name)
+                    break
+                except KeyError:
+                    continue
+        self.directory: Any = None
+        self.process: Any = None
+        self._databases = 0
+
+    @property
+    def unavailable(self) -> str | None:
+        """Why the server cannot run here, or None when it can."""
+        import os
+
+        if self.bin_dir is None:
+            return (
+                "PostgreSQL is not installed (no initdb on PATH or in /usr/lib/postgresql/*/bin; "
+                "make test installs Debian's postgresql package)"
+            )
+        if os.geteuid() == 0 and self.run_as is None:
+            return "running as root, and initdb refuses root: no 'postgres' or 'nobody' user to run it as"
+        return None
+
+    def _as_server_user(self) -> dict[str, Any]:
+        """``subprocess`` arguments that run a PostgreSQL program as the server's user."""
+        if self.run_as is None:
+            return {}
+        return {"user": self.run_as.pw_uid, "group": self.run_as.pw_gid, "extra_groups": []}
+
+    def _own(self, path: Any) -> None:
+        import os
+
+        if self.run_as is not None:
+            os.chown(path, self.run_as.pw_uid, self.run_as.pw_gid)
+
+    def start(self) -> PostgresServer:
+        import subprocess
+        import tempfile
+        from pathlib import Path
+
+        assert self.bin_dir is not None and self.process is None
+        self.directory = Path(tempfile.mkdtemp(prefix="agora-postgres-"))
+        try:
+            data, sockets, password = self.directory / "data", self.directory / "sockets", self.directory / "pw"
+            self._own(self.directory)
+            sockets.mkdir(mode=0o700)
+            self._own(sockets)
+            password.write_text(self.PASSWORD + "\n")
+            password.chmod(0o600)
+            self._own(password)
+            initdb = subprocess.run(
+                [
+                    str(self.bin_dir / "initdb"),
+                    "--pgdata",
+                    str(data),
+                    "--username",
+                    self.USER,
+                    "--pwfile",
+                    str(password),
+                    "--auth-host=scram-sha-256",
+                    "--auth-local=trust",
+                    "--encoding=UTF8",
+                    "--no-locale",
+                    "--no-sync",
+                ],
+                cwd=self.directory,
+                capture_output=True,
+                text=True,
+                timeout=120,
+                check=False,
+                **self._as_server_user(),
+            )
+            password.unlink()
+            if initdb.returncode != 0:
+                raise RuntimeError(f"initdb exited with {initdb.returncode}\n{initdb.stdout}{initdb.stderr}")
+            with (self.directory / "postgres.log").open("wb") as log:
+                self.process = subprocess.Popen(
+                    [
+                        str(self.bin_dir / "postgres"),
+                        "-D",
+                        str(data),
+                        "-p",
+                        str(self.port),
+                        "-k",
+                        str(sockets),
+                        "-c",
+                        "listen_addresses=127.0.0.1",
+                        # A throw-away database: durability after a crash of the machine is not needed.
+                        "-c",
+                        "fsync=off",
+                        "-c",
+                        "synchronous_commit=off",
+                        "-c",
+                        "full_page_writes=off",
+                    ],
+                    cwd=self.directory,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    **self._as_server_user(),
+                )
+            self._wait_until_it_answers()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def log_tail(self, lines: int = 30) -> str:
+        log = self.directory / "postgres.log" if self.directory is not None else None
+        if log is None or not log.exists():
+            return "(no server log)"
+        return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+
+    def _wait_until_it_answers(self) -> None:
+        import psycopg2
+
+        deadline = time.monotonic() + self.START_TIMEOUT
+        while True:
+            try:
+                self.connect().close()
+                return
+            except psycopg2.OperationalError as error:
+                if self.process.poll() is not None:
+                    raise RuntimeError(
+                        f"postgres exited with {self.process.returncode} while starting\n{self.log_tail()}"
+                    ) from error
+                if time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"postgres not answering after {self.START_TIMEOUT:g} s\n{self.log_tail()}"
+                    ) from error
+                time.sleep(0.05)  # polling the server's readiness, with a deadline
+
+    def connect(self, dbname: str = "postgres") -> Any:
+        """A ``psycopg2`` connection to one of the server's databases, as its superuser."""
+        import psycopg2
+
+        return psycopg2.connect(
+            host="127.0.0.1",
+            port=self.port,
+            user=self.USER,
+            password=self.PASSWORD,
+            dbname=dbname,
+            connect_timeout=2,
+        )
+
+    def create_database(self, name: str | None = None) -> str:
+        """A new, empty database (``airflow_<n>`` unless named); returns its name."""
+        from psycopg2 import sql
+
+        if name is None:
+            self._databases += 1
+            name = f"airflow_{self._databases}"
+        connection = self.connect()
+        try:
+            connection.autocommit = True  # CREATE DATABASE cannot run in a transaction
+            with connection.cursor() as cursor:
+                cursor.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        finally:
+            connection.close()
+        return name
+
+    def sql_alchemy_conn(self, dbname: str) -> str:
+        """``[database] sql_alchemy_conn`` (``AIRFLOW__DATABASE__SQL_ALCHEMY_CONN``) for a database."""
+        from urllib.parse import quote
+
+        return f"postgresql+psycopg2://{self.USER}:{quote(self.PASSWORD, safe='')}@127.0.0.1:{self.port}/{dbname}"
+
+    def stop(self) -> None:
+        """Fast shutdown (SIGINT: open sessions are ended), then the data directory is removed."""
+        import shutil
+        import signal
+        import subprocess
+
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(timeout=self.STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=self.STOP_TIMEOUT)
+        self.process = None
+        if self.directory is not None:
+            shutil.rmtree(self.directory, ignore_errors=True)
+            self.directory = None
+
+
+@contextlib.contextmanager
+def running_postgres() -> Iterator[PostgresServer]:
+    """A started ``PostgresServer`` for a fixture; the test skips, saying why, without the package."""
+    import pytest
+
+    pytest.importorskip("psycopg2", reason="psycopg2 (the test extra's psycopg2-binary) is needed for PostgreSQL")
+    server = PostgresServer()
+    if server.unavailable is not None:
+        pytest.skip(server.unavailable)
     server.start()
     try:
         yield server

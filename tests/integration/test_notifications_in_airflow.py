@@ -33,7 +33,9 @@ WITH_FILES = {"recordingFileConfig": {"avFileType": ["hls", "mp4"]}}
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory, redis_server: RedisServer) -> Iterator[Cluster]:
+def cluster(
+    tmp_path_factory: pytest.TempPathFactory, redis_server: RedisServer, postgres_database_url: str
+) -> Iterator[Cluster]:
     from cryptography.fernet import Fernet
 
     home = tmp_path_factory.mktemp("airflow-notifications-home")
@@ -56,6 +58,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, redis_server: RedisServer)
         "NO_PROXY": "127.0.0.1,localhost",
         "no_proxy": "127.0.0.1,localhost",
         "AIRFLOW_HOME": str(home),
+        # Five Airflow processes write to it: PostgreSQL, not SQLite (see tests/integration/conftest.py).
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": postgres_database_url,
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "tests" / "dags_notifications"),
         "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",

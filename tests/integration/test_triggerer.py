@@ -1,5 +1,7 @@
 """The deferrable sensor in a real Airflow: API server, scheduler (LocalExecutor), DAG processor and a
-triggerer, each its own process on SQLite, so the triggerer can be stopped and started on its own.
+triggerer, each its own process, so the triggerer can be stopped and started on its own. They share a
+metadata database on a real PostgreSQL server, as deployments do: SQLite is unfit for several writing
+processes (the API server answered "Database error" on a busy machine).
 
 ``airflow dags test`` runs a trigger inline, which hides a blocking call on the event loop and a lost
 deadline; here the trigger really runs on a triggerer's event loop, in another process than the task.
@@ -29,7 +31,7 @@ if not airflow.__version__.startswith("3."):
 
 from airflow_provider_agora.hooks.agora import AgoraHook
 from airflow_provider_agora.simulator import AgoraSimulator
-from tests.integration.test_end_to_end import AIRFLOW, ROOT, running_recording, start_recording, stop, xcom
+from tests.integration.test_end_to_end import AIRFLOW, ROOT, running_recording, start_recording, stop
 from tests.support import APP_ID, CUSTOMER_ID, CUSTOMER_SECRET, FAST_RETRIES, connection_json
 
 httpx = pytest.importorskip("httpx", reason="httpx (a core dependency of Airflow) is needed to call the REST API")
@@ -185,6 +187,13 @@ class Cluster:
         answer = self.get_json(f"/api/v2/dags/{self.dag_of[run_id]}/dagRuns/{run_id}")
         return answer.get("state") if answer else None
 
+    def xcom(self, run_id: str, key: str = "return_value") -> Any:
+        """The run's XCom of the task, from the REST API (the metadata database is PostgreSQL's)."""
+        path = f"/api/v2/dags/{self.dag_of[run_id]}/dagRuns/{run_id}/taskInstances/{TASK_ID}/xcomEntries/{key}"
+        answer = self.get_json(path)
+        assert answer is not None, f"no XCom {key!r} for run {run_id}\n{self.diagnostics()}"
+        return answer["value"]
+
 
 def stop_groups(components: list[Component], sig: signal.Signals, timeout: float) -> None:
     for component in components:
@@ -215,7 +224,9 @@ def sim() -> Iterator[AgoraSimulator]:
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory, sim: AgoraSimulator) -> Iterator[Cluster]:
+def cluster(
+    tmp_path_factory: pytest.TempPathFactory, sim: AgoraSimulator, postgres_database_url: str
+) -> Iterator[Cluster]:
     from cryptography.fernet import Fernet
 
     home = tmp_path_factory.mktemp("airflow-triggerer-home")
@@ -230,6 +241,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, sim: AgoraSimulator) -> It
         "NO_PROXY": "127.0.0.1,localhost",
         "no_proxy": "127.0.0.1,localhost",
         "AIRFLOW_HOME": str(home),
+        # Four Airflow processes write to it: PostgreSQL, not SQLite (see tests/integration/conftest.py).
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": postgres_database_url,
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "tests" / "dags"),
         "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
@@ -407,7 +420,7 @@ def test_a_real_triggerer_waits_until_the_recording_exits(cluster: Cluster, sim:
 
     assert wait_finished(cluster, run_id, states) == "success", cluster.diagnostics()
     assert cluster.task_state(run_id) == "success"
-    result = xcom(cluster.home, DAG_ID, TASK_ID)
+    result = cluster.xcom(run_id)
     assert result["sid"] == sid, cluster.diagnostics()
     assert (result["status"], result["ended_by"]) == (8, "status"), result
     assert [item["fileName"] for item in result["files"]] == [f"{sid}_bulk_{sid}.m3u8"], result
@@ -500,7 +513,7 @@ def test_the_wait_survives_a_triggerer_restart(cluster: Cluster, sim: AgoraSimul
 
     assert wait_finished(cluster, run_id, states) == "success", cluster.diagnostics()
     assert cluster.task_state(run_id) == "success"
-    result = xcom(cluster.home, DAG_ID, TASK_ID)
+    result = cluster.xcom(run_id)
     assert result["sid"] == sid, cluster.diagnostics()
     # The restarted trigger starts from the memory the sensor handed over at the deferral (its first
     # poke saw status 5 with the file), so a recording gone by then still ends with its file list.
