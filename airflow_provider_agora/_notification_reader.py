@@ -35,14 +35,20 @@ _RETRY_SECONDS = 1.0
 
 
 class Subscription:
-    """One wait's view of its recording's notifications."""
+    """One wait's view of its recording's notifications.
+
+    The wait reads them with :meth:`look` and waits for more with :meth:`changed`. "New" means not
+    yet looked at, a state rather than a one-shot signal: a ``changed()`` whose answer is thrown away
+    (a race against a ``query`` that finished first) loses nothing, the next one answers at once.
+    """
 
     def __init__(self, reader: NotificationReader, sid: str) -> None:
         self.sid = sid
         self.notifications: list[Notification] = []
         self._reader = reader
         self._seen: set[str] = set()
-        self._changed = asyncio.Event()
+        self._looked_at = 0  # how many of ``notifications`` the wait has looked at
+        self._arrived = asyncio.Event()
         self.caught_up = asyncio.Event()
 
     def deliver(self, notification: Notification) -> None:
@@ -50,15 +56,23 @@ class Subscription:
             return
         self._seen.add(notification.notice_id)
         self.notifications.append(notification)
-        self._changed.set()
+        self._arrived.set()
+
+    def look(self) -> list[Notification]:
+        """Every notification so far, oldest first; from now on only later ones count as new."""
+        self._looked_at = len(self.notifications)
+        return self.notifications
 
     async def changed(self, timeout: float) -> bool:
-        """Wait until a new notification arrives (True) or ``timeout`` seconds pass (False)."""
+        """Whether a notification not yet looked at is here (True at once) or arrives within
+        ``timeout`` seconds (False when none does)."""
+        if self._looked_at < len(self.notifications):
+            return True
+        self._arrived.clear()
         try:
-            await asyncio.wait_for(self._changed.wait(), timeout=max(timeout, 0.0))
+            await asyncio.wait_for(self._arrived.wait(), timeout=max(timeout, 0.0))
         except asyncio.TimeoutError:
             return False
-        self._changed.clear()
         return True
 
     def close(self) -> None:

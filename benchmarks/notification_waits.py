@@ -219,7 +219,7 @@ def _prototype_trigger_class() -> type[BaseTrigger]:
                         with contextlib.suppress(asyncio.CancelledError):
                             await woke
                         break
-                    decision = decide_on_notifications(spec, memory, heard.notifications, time.time())
+                    decision = decide_on_notifications(spec, memory, heard.look(), time.time())
                     if decision is not None and decision.outcome is not Outcome.WAIT:
                         return decision
                 return await poll
@@ -237,7 +237,7 @@ def _prototype_trigger_class() -> type[BaseTrigger]:
             while time.time() < self.end_time:
                 decision = None
                 if heard is not None:
-                    decision = decide_on_notifications(spec, memory, heard.notifications, time.time())
+                    decision = decide_on_notifications(spec, memory, heard.look(), time.time())
                     if decision is not None:
                         memory = decision.memory
                         if decision.query_now:

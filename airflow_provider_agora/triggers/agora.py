@@ -170,7 +170,7 @@ class AgoraRecordingQueryTrigger(BaseTrigger):
         while time.time() < self.end_time:
             decision: Decision | None = None
             if heard is not None:
-                decision = decide_on_notifications(spec, memory, heard.notifications, time.time())
+                decision = decide_on_notifications(spec, memory, heard.look(), time.time())
                 if decision is not None:
                     memory = decision.memory
                     if decision.query_now:
@@ -226,7 +226,7 @@ class AgoraRecordingQueryTrigger(BaseTrigger):
                     news.cancel()
                     return query.result()
                 if news.result():
-                    settled = decide_on_notifications(spec, memory, heard.notifications, time.time())
+                    settled = decide_on_notifications(spec, memory, heard.look(), time.time())
                     if settled is not None and settled.outcome is not Outcome.WAIT:
                         return settled
                 elif time.time() >= self.end_time:

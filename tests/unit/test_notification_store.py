@@ -178,7 +178,7 @@ async def follow() -> AsyncIterator[Follow]:
 
 async def next_notifications(subscription: Subscription, count: int) -> list[str]:
     """The notice ids the wait holds once it holds ``count`` of them."""
-    while len(subscription.notifications) < count:
+    while len(subscription.look()) < count:
         assert await subscription.changed(TIMEOUT), "no notification came"
     return [notification.notice_id for notification in subscription.notifications]
 
@@ -190,6 +190,22 @@ async def test_a_wait_that_starts_after_the_upload_was_stored_gets_it(ncs: Ncs, 
     subscription = await follow(SID)
 
     assert [(n.event_type, n.files) for n in subscription.notifications] == [(31, FILES)]
+
+
+async def test_a_notification_whose_wake_up_was_thrown_away_still_wakes_the_wait(ncs: Ncs, follow: Follow) -> None:
+    """A deferred wait races its ``query`` against ``changed()`` and drops the loser's answer. When
+    both finish together the notification must still count as new until the wait looks at it;
+    otherwise the wait sleeps until its next query (10 minutes in the example DAG)."""
+    ncs.connect(NCS_SECRET)
+    subscription = await follow(SID)
+    ncs.store(NCS_SECRET).add(ncs.notification(SID, 31))
+    assert await subscription.changed(TIMEOUT), "no notification came"  # this answer is thrown away
+
+    still_new = await subscription.changed(0)
+    looked_at = [n.event_type for n in subscription.look()]
+    new_after_looking = await subscription.changed(0)
+
+    assert (still_new, looked_at, new_after_looking) == (True, [31], False)
 
 
 async def test_a_wait_never_gets_another_namespaces_notifications(ncs: Ncs, follow: Follow) -> None:
