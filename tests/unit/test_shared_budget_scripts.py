@@ -17,7 +17,6 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote
 
 import pytest
 
@@ -162,22 +161,6 @@ def test_polls_from_two_processes_get_places_in_the_order_they_queued(deployment
     deployment.ask("A", "poll 4 (A)", control=False)
 
     assert deployment.answer_one() == ["poll 1 (A)", "poll 2 (B)", "poll 3 (B)", "poll 4 (A)"]
-
-
-def test_a_log_line_with_the_redis_password_is_redacted_once_a_task_reads_its_connection(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """The Redis connection's password reaches the provider's settings: once a task's hook has read
-    the connections, task logs show ``***`` instead of it. The password is this
-    test's own: no other test can have registered it."""
-    password = f"redis-pw-{uuid.uuid4().hex[:16]}"
-    monkeypatch.setenv("AIRFLOW_CONN_AGORA_DEFAULT", connection_json("", redis_conn_id=REDIS_CONN_ID))
-    monkeypatch.setenv(f"AIRFLOW_CONN_{REDIS_CONN_ID.upper()}", f"redis://:{quote(password, safe='')}@127.0.0.1:6379/0")
-
-    settings = AgoraHook().settings
-
-    assert settings.redis is not None and settings.redis.password == password
-    assert redact(f"AUTH {password} refused") == "AUTH *** refused"
 
 
 @dataclass
