@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from importlib import metadata
 from pathlib import Path
 
 AIRFLOW = str(Path(sys.executable).with_name("airflow"))
@@ -20,7 +21,7 @@ def test_providers_get_shows_the_package() -> None:
     out = airflow_cli("providers", "get", "airflow-provider-agora", "-o", "json")
     (entry,) = json.loads(out)
     assert entry["Provider"] == "airflow-provider-agora"
-    assert entry["Version"] == "0.1.0"
+    assert entry["Version"] == metadata.version("airflow-provider-agora")  # the installed distribution's
 
 
 def test_providers_hooks_lists_the_agora_connection_type() -> None:

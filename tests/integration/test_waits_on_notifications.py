@@ -8,6 +8,7 @@ in this process, in poke, reschedule and deferrable mode.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import Iterator
@@ -143,12 +144,36 @@ def test_a_deferred_wait_with_a_ten_minute_poll_finishes_on_the_uploaded_notific
     agora: AgoraSimulator, redis_server: RedisServer
 ) -> None:
     recording = start()
-    wait_until(lambda: 40 in stored_events(redis_server, recording["sid"]), "recorder_started notification")
+    sid = recording["sid"]
+    # Status 5 with its first file: the trigger's query then learns nothing the sensor did not
+    # (no checkpoint event), so its event can only be the 31's.
+    in_progress(recording)
+    agora.clear_request_log()  # count the sensor's and the trigger's queries only
     task = sensor(recording, deferrable=True, poke_interval=600)
     with pytest.raises(TaskDeferred) as deferred:
         task.execute({})
-    AgoraHook(retry_policy=FAST_RETRIES).stop(recording["resource_id"], recording["sid"], "mix", "room1", 4242)
-    event = run_trigger(deferred.value)
+    trigger = deferred.value.trigger
+    assert isinstance(trigger, AgoraRecordingQueryTrigger)
+
+    async def heard_after_the_first_query() -> dict[str, Any]:
+        waiting = asyncio.ensure_future(anext(trigger.run()))
+        try:
+            # Stop only once Agora has seen the trigger's first query: a 31 stored before it would
+            # settle the wait from the trigger's first look (its catch-up) without any query.
+            deadline = time.monotonic() + 30
+            while queries(agora, sid) < 2:
+                assert not waiting.done(), f"the trigger ended before its first query: {waiting.result()}"
+                assert time.monotonic() < deadline, "no query from the trigger within 30 s"
+                await asyncio.sleep(0.05)  # polling the simulator's log, with a deadline
+            await asyncio.to_thread(stop, recording)
+            return (await asyncio.wait_for(waiting, 60)).payload
+        finally:
+            waiting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await waiting
+            await AgoraAsyncHook.close_shared_clients()
+
+    event = asyncio.run(heard_after_the_first_query())
 
     assert event["status"] == "success"
     result = event["result"]
@@ -156,7 +181,7 @@ def test_a_deferred_wait_with_a_ten_minute_poll_finishes_on_the_uploaded_notific
     assert result["notification"]["event_type"] == 31
     assert {f["fileName"].rsplit(".", 1)[-1] for f in result["files"]} == {"m3u8", "mp4"}
     # One query when the sensor deferred and one when the trigger began; the 600 s poll never came.
-    assert queries(agora, recording["sid"]) == 2
+    assert queries(agora, sid) == 2
 
 
 def reschedule_until_done(task: AgoraRecordingQuerySensor, store: TaskStateStore) -> dict[str, Any]:
@@ -258,9 +283,13 @@ def test_duplicates_and_uploaded_after_exit_give_one_outcome(agora: AgoraSimulat
     recording = start()
     in_progress(recording)
     stop(recording)
-    wait_until(lambda: {11, 31} <= set(stored_events(redis_server, recording["sid"])), "exit and uploaded")
+    # 40, 30, 11 and the held-back 31, each sent twice: the check runs once the last copy (a 31)
+    # has been answered, and the receiver stores before it answers.
+    sent = 4 * 2
+    wait_until(lambda: agora.notification_stats()["delivered"] == sent, f"{sent} delivered notifications")
+    assert agora.notification_stats()["notifications"] == 4
     events = stored_events(redis_server, recording["sid"])
-    assert sorted(events) == sorted(set(events))  # every duplicate was dropped
+    assert sorted(events) == [11, 30, 31, 40]  # every duplicate was dropped
     result = sensor(recording, poke_interval=1).execute({})
     assert result is not None
     assert (result["ended_by"], result["status"]) == ("notification", 8)
@@ -299,6 +328,25 @@ def watchers_consumed_everything(redis_server: RedisServer) -> bool:
     return bool(ours) and ours[0]["lag"] == 0 and ours[0]["pending"] == 0
 
 
+async def watchers_group_created(redis_server: RedisServer, seconds: float = 30) -> None:
+    """Until the watchers' consumer group exists. It starts at the stream's end ("$"), so a 31
+    stored before it would reach no watcher; once it exists, every new entry goes to whichever
+    watcher reads next. (XINFO CONSUMERS cannot tell that both have joined: Redis lists a consumer
+    only once it has been handed an entry.)"""
+    client = redis_server.client()
+    try:
+        deadline = time.monotonic() + seconds
+        while not (
+            client.exists(KEYS["stream"])
+            and any(group["name"] == DEFAULT_CONSUMER_GROUP for group in client.xinfo_groups(KEYS["stream"]))
+        ):
+            assert time.monotonic() < deadline, f"the watchers created no consumer group within {seconds} s"
+            # Polling Redis with a deadline; the sleep also lets the watchers' pending reads run.
+            await asyncio.sleep(0.05)
+    finally:
+        client.close()
+
+
 def test_the_asset_watcher_fires_once_per_finished_recording_with_two_triggerers(
     agora: AgoraSimulator, redis_server: RedisServer
 ) -> None:
@@ -318,8 +366,7 @@ def test_the_asset_watcher_fires_once_per_finished_recording_with_two_triggerers
         streams = [watcher.run() for watcher in watchers]
         events: list[dict[str, Any]] = []
         pending = {asyncio.ensure_future(anext(stream)): stream for stream in streams}
-        # Both watchers have joined the consumer group before the recordings end.
-        await asyncio.sleep(0)
+        await watchers_group_created(redis_server)
         recordings = await asyncio.to_thread(lambda: [start(f"asset-room-{n}") for n in range(3)])
         for n, recording in enumerate(recordings):
             await asyncio.to_thread(in_progress, recording)
