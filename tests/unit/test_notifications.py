@@ -36,6 +36,7 @@ from airflow_provider_agora.notifications import (
     sign,
     verify_signature,
 )
+from tests.support import connection_json
 
 # --- Section 1.3: the historical docs body and its digests under key b"secret" -------------------
 VECTOR_BODY = (
@@ -569,9 +570,17 @@ def test_the_largest_json_safe_notify_ms_is_accepted() -> None:
     assert parse_notification(with_raw_number("notifyMs", str(2**53 - 1))).notify_ms == 2**53 - 1
 
 
-def test_a_parsed_notify_ms_can_always_be_turned_into_seconds() -> None:
-    notification = parse_notification(with_raw_number("notifyMs", str(2**53 - 1)))
-    assert notification.notify_ms / 1000 < 2**53
+def test_the_receiver_dates_the_largest_notify_ms_it_can_parse(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The receiver ages a notification from its ``notifyMs``: the largest value the parser lets through
+    (year 287396) is refused as future-dated, a 400 Agora does not resend, not an error (a 500) it resends."""
+    pytest.importorskip("fastapi", reason="the receiver is an Airflow 3 API-server plugin; Airflow 2 has no FastAPI")
+    from airflow_provider_agora._receiver import handle_notification
+
+    conn_id = "agora_largest_notify_ms"  # an id of its own: the receiver caches connections by id
+    monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", connection_json("", ncs_secret=SECRET))
+    raw = with_raw_number("notifyMs", str(2**53 - 1))
+    reply = handle_notification(conn_id, raw, sign(raw, SECRET))
+    assert (reply.status, reply.body) == (400, {"status": "error", "message": "notifyMs is in the future."})
 
 
 @pytest.mark.parametrize("key", ["productId", "eventType"])

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from airflow_provider_agora._compat import AirflowFailException, AirflowSkipException
+from airflow_provider_agora.exceptions import AgoraNotFoundError
 from airflow_provider_agora.hooks.agora import AgoraHook
 from airflow_provider_agora.operators.agora import (
     AgoraStartRecordingOperator,
@@ -16,7 +19,7 @@ from airflow_provider_agora.operators.agora import (
 from airflow_provider_agora.sensors.agora import AgoraRecordingQuerySensor
 from airflow_provider_agora.simulator import AgoraSimulator
 from tests import agora_bodies as bodies
-from tests.support import APP_ID, FAST_RETRIES, ScriptedAgora, redact
+from tests.support import APP_ID, CUSTOMER_ID, CUSTOMER_SECRET, FAST_RETRIES, ScriptedAgora, connection_json, redact
 
 STORAGE = {
     "vendor": 1,
@@ -26,6 +29,17 @@ STORAGE = {
     "secretKey": "test-storage-secret",
     "stsToken": "test-sts-token",
 }
+
+
+@pytest.fixture
+def slow_agora_conn(monkeypatch: pytest.MonkeyPatch) -> Iterator[AgoraSimulator]:
+    """``agora_default`` pointing at a simulator at a tenth of real time: the first slice is cut
+    30 s after the start, so a stop sent right after the start meets no recorded data on any machine."""
+    with AgoraSimulator(
+        customer_id=CUSTOMER_ID, customer_secret=CUSTOMER_SECRET, app_ids=(APP_ID,), speed=0.1
+    ).start() as sim:
+        monkeypatch.setenv("AIRFLOW_CONN_AGORA_DEFAULT", connection_json(sim.url))
+        yield sim
 
 
 def start_task(**kwargs: Any) -> AgoraStartRecordingOperator:
@@ -172,9 +186,9 @@ def test_stop_returns_the_final_file_list(agora_conn: AgoraSimulator) -> None:
     [("skip", AirflowSkipException), ("fail", AirflowFailException), ("succeed", None)],
 )
 def test_stop_with_nobody_publishing_is_a_configurable_outcome(
-    agora_conn: AgoraSimulator, choice: str, outcome: type | None
+    slow_agora_conn: AgoraSimulator, choice: str, outcome: type | None
 ) -> None:
-    started = start_task().execute({})  # stopped at once: no slice uploaded yet
+    started = start_task().execute({})  # stopped well within the 30 s before the first slice
     task = stop_task(started, on_no_recorded_data=choice)
     if outcome is None:
         result = task.execute({})
@@ -184,11 +198,39 @@ def test_stop_with_nobody_publishing_is_a_configurable_outcome(
             task.execute({})
 
 
+def wait_until_gone(started: dict[str, Any], timeout: float = 30.0) -> None:
+    """Poll ``query`` until Agora answers 404 (the worker is gone), failing after ``timeout`` seconds."""
+    hook = AgoraHook(retry_policy=FAST_RETRIES)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            hook.query(started["resource_id"], started["sid"], started["recording_mode"])
+        except AgoraNotFoundError:
+            return
+        assert time.monotonic() < deadline, "the recording was never gone"
+        time.sleep(0.05)
+
+
 def test_stop_of_a_session_already_gone_is_reported_plainly(agora_conn: AgoraSimulator) -> None:
     started = start_task().execute({})
     wait_until_in_progress(started)
     stop_task(started).execute({})
-    with pytest.raises(AirflowFailException, match=r"was already (gone \(HTTP 404\)|exiting \(code 49\)) when it was"):
+    wait_until_gone(started)  # past the 6-7-8 tail: the next stop is a 404, never a code 49
+    with pytest.raises(AirflowFailException, match=r"was already gone \(HTTP 404\) when it was asked to stop"):
+        stop_task(started).execute({})
+    result = stop_task(started, on_already_stopped="succeed").execute({})
+    assert result["ended_by"] == "already_stopped"
+
+
+def test_stop_of_a_session_already_exiting_is_reported_plainly(agora_conn: AgoraSimulator) -> None:
+    # Held at its exit status for an hour (simulated) after a stop: the second stop meets the exit
+    # (code 49) however slow the machine, never the 404 that follows it.
+    (created,) = agora_conn.create_recordings([time.time() + 3600], hold=3600)
+    sid = created["sid"]
+    started = {"resource_id": created["resource_id"], "sid": sid, "recording_mode": "mix"}
+    started |= {"cname": f"bulk_{sid}", "uid": "1"}  # each bulk recording has a channel of its own
+    assert stop_task(started).execute({})["ended_by"] == "stop"
+    with pytest.raises(AirflowFailException, match=r"was already exiting \(code 49\) when it was asked to stop"):
         stop_task(started).execute({})
     result = stop_task(started, on_already_stopped="succeed").execute({})
     assert result["ended_by"] == "already_stopped"

@@ -23,10 +23,10 @@ from airflow_provider_agora.simulator import (
     EXIT_TIMELINE,
     RESOURCE_TTL,
     SIMULATED_USERS,
-    STARTUP_TIMELINE,
     AgoraSimulator,
-    RequestRecord,
 )
+from airflow_provider_agora.simulator._lifecycle import Clock
+from airflow_provider_agora.simulator._service import SlidingWindowLimiter
 
 AUTH = ("sim-customer", "sim-secret")
 APP = "sim-app"
@@ -237,6 +237,58 @@ def client(sim: AgoraSimulator) -> Client:
     return Client(sim)
 
 
+class ManualClock(Clock):
+    """A simulator clock that moves only when the test sets ``reading``: each answer is then the
+    lifecycle at a simulated moment the test chose, so no status is skipped by a slow request."""
+
+    def __init__(self, speed: float) -> None:
+        super().__init__(speed)
+        self.reading = 0.0
+
+    def now(self) -> float:
+        return self.reading
+
+
+@pytest.fixture
+def manual_sim(
+    make_sim: Callable[..., AgoraSimulator], monkeypatch: pytest.MonkeyPatch
+) -> tuple[AgoraSimulator, ManualClock]:
+    """A simulator whose clock (lifecycle, faults, expiry) is a :class:`ManualClock`, and that clock."""
+    clocks: list[ManualClock] = []
+
+    def make_clock(speed: float) -> ManualClock:
+        clocks.append(ManualClock(speed))
+        return clocks[-1]
+
+    monkeypatch.setattr("airflow_provider_agora.simulator._server.Clock", make_clock)
+    sim = make_sim()
+    (clock,) = clocks
+    clock.reading = 12.5
+    assert sim.simulated_time() == 12.5  # the simulator reads this clock, not the wall clock
+    return sim, clock
+
+
+class LimiterClock:
+    """The rate limit's clock (real seconds), set by the test: which one-second window a request falls
+    in is then what the test says, not a race with a busy machine."""
+
+    def __init__(self) -> None:
+        self.reading = 0.0
+
+
+@pytest.fixture
+def limiter_clock(monkeypatch: pytest.MonkeyPatch) -> LimiterClock:
+    """Every rate limiter admits requests as if they arrived at ``reading`` (its own logic unchanged)."""
+    clock = LimiterClock()
+    admit = SlidingWindowLimiter.admit
+
+    def admit_at_the_tests_time(self: SlidingWindowLimiter, key: str, now: float) -> bool:
+        return admit(self, key, clock.reading)
+
+    monkeypatch.setattr(SlidingWindowLimiter, "admit", admit_at_the_tests_time)
+    return clock
+
+
 def expected_exit_status(elapsed: float) -> int:
     """Status ``elapsed`` simulated seconds into the exit tail (EXIT_TIMELINE)."""
     status = EXIT_TIMELINE[0][1]
@@ -246,44 +298,32 @@ def expected_exit_status(elapsed: float) -> int:
     return status
 
 
-def expected_status(elapsed: float) -> int:
-    status = STARTUP_TIMELINE[0][1]
-    for begins, value in STARTUP_TIMELINE:
-        if elapsed >= begins:
-            status = value
-    return status
-
-
 # --- lifecycle ------------------------------------------------------------------------------------
 
 
-def test_startup_follows_the_timeline_and_files_appear_at_status_5(make_sim: Callable[..., AgoraSimulator]) -> None:
-    sim = make_sim(speed=4.0)
+def test_startup_follows_the_timeline_and_files_appear_at_status_5(
+    manual_sim: tuple[AgoraSimulator, ManualClock],
+) -> None:
+    sim, clock = manual_sim
     client = Client(sim)
     rid = client.acquire().json()["resourceId"]
-    before_start = sim.simulated_time()
+    started_at = clock.reading
     sid = client.start(rid).json()["sid"]
-    after_start = sim.simulated_time()
-    seen: list[int] = []
-
-    def sample() -> bool:
-        t0 = sim.simulated_time()
+    # (simulated seconds after the start, status): each status as it begins and just before the next.
+    moments = [(0.0, 0), (0.49, 0), (0.5, 1), (0.99, 1), (1.0, 2), (1.49, 2), (1.5, 3), (1.99, 3), (2.0, 4)]
+    moments += [(2.99, 4), (3.0, 5), (4.99, 5)]
+    first_slice_ms = clock.epoch_ms(started_at + 3.0)
+    seen: list[tuple[float, int, str, int]] = []
+    for after_start, _ in moments:
+        clock.reading = started_at + after_start
         body = client.query(rid, sid).json()["serverResponse"]
-        t1 = sim.simulated_time()
-        status = body["status"]
-        # The answer must be the table's status for some moment during the request.
-        assert expected_status(t0 - after_start) <= status <= expected_status(t1 - before_start)
-        if status < 5:
-            assert body["fileList"] == "" and body["sliceStartTime"] == 0
-        else:
-            assert body["fileList"] == f"{sid}_ch.m3u8"
-            assert body["sliceStartTime"] > 1_000_000_000_000  # epoch milliseconds
-        seen.append(status)
-        return status == 5
-
-    wait_for(sample, timeout=5.0)
-    assert seen == sorted(seen)
-    assert set(seen) == {status for _, status in STARTUP_TIMELINE}
+        seen.append((after_start, body["status"], body["fileList"], body["sliceStartTime"]))
+    # No files and no slice start before status 5; from then on the file, and the first slice's epoch time.
+    assert seen == [
+        (after_start, status, f"{sid}_ch.m3u8" if status == 5 else "", first_slice_ms if status == 5 else 0)
+        for after_start, status in moments
+    ]
+    assert first_slice_ms > 1_000_000_000_000  # epoch milliseconds
 
 
 def test_resource_id_and_sid_formats(client: Client) -> None:
@@ -535,27 +575,31 @@ def test_invalid_acquire_parameters(client: Client) -> None:
 # --- idle exit --------------------------------------------------------------------------------------
 
 
-def test_leave_channel_idle_exit_after_max_idle_time(sim: AgoraSimulator, client: Client) -> None:
+def test_leave_channel_idle_exit_after_max_idle_time(manual_sim: tuple[AgoraSimulator, ManualClock]) -> None:
+    sim, clock = manual_sim
+    client = Client(sim)
     rid, sid = client.begin("mix", recordingConfig={"maxIdleTime": 5})
     web_rid, web_sid = client.begin("web", uid="42")
-    client.wait_status(rid, sid, 5)
+    clock.reading += 3.0  # both at status 5, with their first slice
     assert sim.leave_channel("ch") == 1  # the web recording does not idle-exit
-    left_at = sim.simulated_time()
-    seen: list[tuple[float, int | None, float]] = []
-
-    def sample() -> bool:
-        before = sim.simulated_time()
-        status = client.status(rid, sid)
-        seen.append((before - left_at, status, sim.simulated_time() - left_at))
-        return status is None
-
-    wait_for(sample)
-    # Status 5 until maxIdleTime (5 simulated seconds) has passed, then the exit tail.
-    assert all(before < 5.0 for before, status, _ in seen if status == 5)
-    assert all(after >= 5.0 for _, status, after in seen if status in (6, 7, 8))
-    # Sampling at up to 10 requests/s can miss a 0.1 s step: the tail seen only moves forward.
-    tail = [s for s in dict.fromkeys(status for _, status, _ in seen) if s not in (5, None)]
-    assert tail and tail == sorted(tail) and set(tail) <= {6, 7, 8}, tail
+    left_at = clock.reading
+    seen: list[tuple[float, int | None]] = []
+    for after_leaving in (0.0, 4.99, 5.0, 5.99, 6.0, 6.99, 7.0, 7.99, 8.0, 60.0):
+        clock.reading = left_at + after_leaving
+        seen.append((after_leaving, client.status(rid, sid)))
+    # Status 5 until maxIdleTime (5 simulated seconds) has passed, then 6, 7, 8 a second each, then gone.
+    assert seen == [
+        (0.0, 5),
+        (4.99, 5),
+        (5.0, 6),
+        (5.99, 6),
+        (6.0, 7),
+        (6.99, 7),
+        (7.0, 8),
+        (7.99, 8),
+        (8.0, None),
+        (60.0, None),
+    ]
     assert client.status(web_rid, web_sid, "web") == 5
 
 
@@ -652,43 +696,42 @@ def test_query_in_the_wrong_mode_is_failed_to_find_worker(client: Client) -> Non
 # --- rate limit -------------------------------------------------------------------------------------
 
 
-def accepted_in_window(records: list[RequestRecord], at: float) -> int:
-    return sum(1 for r in records if r.status != 429 and at - 1.0 < r.time <= at)
-
-
-def test_rate_limit_sliding_window_and_rejections_do_not_count(make_sim: Callable[..., AgoraSimulator]) -> None:
+def test_rate_limit_sliding_window_and_rejections_do_not_count(
+    make_sim: Callable[..., AgoraSimulator], limiter_clock: LimiterClock
+) -> None:
     sim = make_sim(rate_limit_per_second=10)
     client = Client(sim)
-    # A burst until the limit answers: eleven requests within a second, however busy the machine.
-    burst: list[requests.Response] = []
-    while not burst or burst[-1].status_code != 429:
-        assert len(burst) < 1000, "never rate-limited"
-        burst.append(client.acquire(uid=str(len(burst) + 1)))
-    assert [r.status_code for r in burst[:10]] == [200] * 10  # an empty window takes ten
-    assert burst[-1].headers["Retry-After"] == "1"
-    assert burst[-1].json() == {"message": "API rate limit exceeded"}
+    answers: list[requests.Response] = []
 
-    # Keep knocking: if rejected requests counted, the window would never clear.
-    wait_for(lambda: client.acquire(uid="99").status_code == 200, timeout=30.0, interval=0.005)
-    records = sim.request_log
-    assert [r.status for r in records].count(429) >= 1
-    for record in records:
-        window = accepted_in_window(records, record.time)
-        if record.status == 429:
-            assert window >= 10 - 1  # refused only with a full window (allow for clock-source rounding)
-        else:
-            assert window <= 10
+    def acquire_at(arrival: float) -> int:
+        limiter_clock.reading = arrival
+        answers.append(client.acquire(uid=str(len(answers) + 1)))
+        return answers[-1].status_code
+
+    # Sixteenths of a second: exact in binary, so each window edge is where the test puts it.
+    ten = [acquire_at(i / 16) for i in range(10)]  # 0 .. 9/16 s: an empty window takes ten
+    full = [acquire_at(t) for t in (12 / 16, 14 / 16, 15 / 16)]  # eleventh and later within (0, 1]
+    # At 1 s the request of 0 s has left the window (t-1, t]. Had the refusals counted, it would still be full.
+    cleared = acquire_at(1.0)
+    refilled = acquire_at(1.0)  # 1/16 .. 9/16 and 1 s: ten again, sliding rather than a fixed second
+    slid = acquire_at(17 / 16)  # 1/16 s has left the window
+    assert (ten, full, cleared, refilled, slid) == ([200] * 10, [429] * 3, 200, 429, 200)
+    refused = answers[10]
+    assert refused.headers["Retry-After"] == "1"
+    assert refused.json() == {"message": "API rate limit exceeded"}
+    assert [r.status for r in sim.request_log] == [answer.status_code for answer in answers]
 
 
 def test_faulted_and_unauthenticated_requests_do_not_count_toward_the_rate_limit(
-    make_sim: Callable[..., AgoraSimulator],
+    make_sim: Callable[..., AgoraSimulator], limiter_clock: LimiterClock
 ) -> None:
+    """All requests arrive at the same instant for the limiter, however long the machine takes."""
     sim = make_sim(rate_limit_per_second=2)
     client = Client(sim)
     sim.faults.fail_next(5)
     assert [client.acquire().status_code for _ in range(5)] == [503] * 5
     assert [Client(sim, auth=None).acquire().status_code for _ in range(3)] == [401] * 3
-    assert [client.acquire(uid=str(i + 1)).status_code for i in range(3)][:2] == [200, 200]
+    assert [client.acquire(uid=str(i + 1)).status_code for i in range(3)] == [200, 200, 429]
 
 
 # --- faults ----------------------------------------------------------------------------------------

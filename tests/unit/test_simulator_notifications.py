@@ -292,7 +292,6 @@ def test_idle_exit_sends_31_with_the_mp4_that_polling_never_shows(
 ) -> None:
     rid, sid = client.begin("mix", recordingConfig={"maxIdleTime": 2}, **MP4)
     client.wait_files(rid, sid)
-    assert sim.leave_channel("ch") == 1
     polled: set[str] = set()
 
     def gone() -> bool:
@@ -302,6 +301,10 @@ def test_idle_exit_sends_31_with_the_mp4_that_polling_never_shows(
         polled.update(item["fileName"] for item in answer.json()["serverResponse"]["fileList"])
         return False
 
+    # One answer at status 5 before everybody leaves, so the poll has seen the HLS file even if the
+    # machine stalls past the whole idle exit (0.25 s here) before its next query.
+    assert not gone()
+    assert sim.leave_channel("ch") == 1
     wait_for(gone)
     assert polled == {f"{sid}_ch.m3u8"}  # polling until the worker is gone never sees the MP4
     receiver.wait_event(11, sid)
@@ -607,14 +610,21 @@ def test_control_api_sets_notification_faults_and_serves_the_log(
 # --- configuration ------------------------------------------------------------------------------------
 
 
-def test_without_notify_url_nothing_is_sent(receiver: Receiver) -> None:
-    with AgoraSimulator(speed=SPEED, rate_limit_per_second=None) as sim:
-        client = Client(sim)
-        rid, sid = client.begin("mix")
-        client.stop_when_recorded(rid, sid)
-        assert sim.notifications == [] and sim.notification_stats() == {"enabled": False}
-        assert requests.get(f"{sim.url}/_simulator/notifications").json() == []
-    assert receiver.received() == []
+def test_without_notify_url_nothing_is_sent(make_sim: Callable[..., AgoraSimulator], receiver: Receiver) -> None:
+    """Two simulators in one process, one with the receiver's URL: only that one's session reaches it,
+    so nothing (no shared sender, no default URL) makes the other one send."""
+    notifying = make_sim()
+    silent = make_sim(notify_url=None, notify_secret=None)
+    silent_rid, silent_sid = Client(silent).begin("mix")
+    Client(silent).stop_when_recorded(silent_rid, silent_sid)
+    rid, sid = Client(notifying).begin("mix")
+    Client(notifying).stop_when_recorded(rid, sid)
+    receiver.wait_event(11, sid)  # the notifying session's last event, due after the silent one's would be
+    assert [(post.event_type, post.body["payload"]["sid"]) for post in receiver.received()] == [
+        (event_type, sid) for event_type in (40, 30, 31, 11)
+    ]
+    assert silent.notifications == [] and silent.notification_stats() == {"enabled": False}
+    assert requests.get(f"{silent.url}/_simulator/notifications").json() == []
     with pytest.raises(ValueError, match="notify_secret"):
         AgoraSimulator(notify_url=receiver.url)
     with pytest.raises(ValueError, match="http"):
