@@ -1,38 +1,71 @@
-"""A per-process request budget per Agora account, shared by every hook and trigger.
+"""The request budget's interface, and the per-process budget per Agora account.
 
 Agora allows 10 requests per second. A token bucket with a burst above one breaks that right after
 an idle spell (a full bucket plus the refill lands more than the limit in one second); spacing
-requests evenly cannot. Two steps:
+requests evenly cannot. Every budget (this one, the deployment's in Redis, and its fallback while
+Redis is down) implements ``RequestBudget``: a context manager around one request, given the one
+``Priority`` the hook decided for it. Two steps:
 
-1. A new poll (``query``) reserves the next free slot, slots ``1.02 / rate`` seconds apart, first
-   come first served: concurrent waits are served in turn and none starves. A retry skips the
-   queue (it was already served once), and so do control calls (``acquire``, ``start``, ``stop``,
-   ``update``, ``updateLayout``), so that ``start`` follows its ``acquire`` within Agora's two
-   seconds however many waits fill the budget; they only respect step 2.
-2. A request then occupies the window from the moment it is sent until ``WINDOW_SECONDS`` after
-   its answer arrived, and is sent only while fewer than ``rate`` requests occupy it. A request
-   reaches Agora somewhere between those two moments, so however long it waits for a connection
-   or a busy event loop, no second at Agora's end can see more than ``rate`` requests.
+1. A new poll (``Priority.POLL``) reserves the next free slot, slots ``1.02 / rate`` seconds apart,
+   first come first served: concurrent waits are served in turn and none starves. Control calls
+   (``acquire``, ``start``, ``stop``, ``update``, ``updateLayout``) and retries (they were already
+   served once) are ``Priority.CONTROL``: they skip this step, so that ``start`` follows its
+   ``acquire`` within Agora's two seconds however many waits fill the budget.
+2. A request then waits for a place in the window, control calls ahead of polls and first come
+   first served within each. It occupies its place from the moment it is sent until
+   ``WINDOW_SECONDS`` after its answer arrived, and is sent only while fewer than ``rate`` requests
+   occupy the window. A request reaches Agora somewhere between those two moments, so however long
+   it waits for a connection or a busy event loop, no second at Agora's end can see more than
+   ``rate`` requests.
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
+import enum
+import itertools
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import AbstractAsyncContextManager, AbstractContextManager, asynccontextmanager, contextmanager
+from typing import Protocol
 
 WINDOW_SECONDS = 1.02
-# How often a sender re-checks while every place in the window belongs to a request still in flight.
-_IN_FLIGHT_RECHECK = 0.01
 
 
-class _Send:
-    __slots__ = ("until",)
+class Priority(enum.IntEnum):
+    """A request's place in the account's budget: decided once, by the hook, for every budget."""
 
-    def __init__(self) -> None:
+    CONTROL = 0  # control calls and retries: the next free place, ahead of every waiting poll
+    POLL = 1  # a new poll: its turn among the polls, first come first served
+
+
+class RequestBudget(Protocol):
+    """What the hooks need of a budget, in-process or in Redis: hold a place for one request."""
+
+    def sending(self, priority: Priority) -> AbstractContextManager[None]:
+        """Block until the request may be sent; keep its place until its answer (or failure)."""
+        ...
+
+    def asending(self, priority: Priority) -> AbstractAsyncContextManager[None]:
+        """As ``sending``, without blocking the event loop."""
+        ...
+
+
+class Ticket:
+    """One request's place: waiting for the window, then in it until ``until``."""
+
+    __slots__ = ("number", "priority", "until")
+
+    def __init__(self, priority: Priority = Priority.POLL) -> None:
+        self.priority = priority
+        self.number = 0  # arrival at the window's queue; 0 until it first asks
         self.until = float("inf")  # in the window while in flight, then WINDOW_SECONDS past its answer
+
+    @property
+    def rank_key(self) -> tuple[int, int]:
+        return (self.priority, self.number)
 
 
 class RequestSpacer:
@@ -42,7 +75,9 @@ class RequestSpacer:
         self._lock = threading.Lock()
         self._clock = clock
         self._next_free = float("-inf")
-        self._window: list[_Send] = []
+        self._window: list[Ticket] = []
+        self._waiting: list[Ticket] = []  # sorted by rank_key: who gets the next free place
+        self._arrivals = itertools.count(1)
         self.max_requests_per_second = max_requests_per_second
 
     @property
@@ -61,65 +96,95 @@ class RequestSpacer:
             until = self._clock() + seconds
             self._next_free = max(self._next_free, until)
             for _ in range(self.max_requests_per_second):
-                send = _Send()
-                send.until = until
-                self._window.append(send)
+                held = Ticket(Priority.CONTROL)
+                held.until = until
+                self._window.append(held)
 
     def reserve(self) -> float:
-        """Reserve the next send slot; return how many seconds to wait for it."""
+        """Reserve a poll's next send slot (step 1); return how many seconds to wait for it."""
         with self._lock:
             now = self._clock()
             slot = max(now, self._next_free)
             self._next_free = slot + self.interval
             return slot - now
 
-    def claim(self) -> tuple[_Send | None, float]:
-        """A place in the window (and 0), or None and how long to wait before asking again."""
+    def claim(self, ticket: Ticket) -> tuple[bool, float]:
+        """Step 2: (True, 0) once ``ticket`` has its place in the window; else (False, how long to
+        wait before asking again). A ticket keeps its place in the queue from its first claim until
+        it gets a place or is ``forget``-ed."""
         with self._lock:
             now = self._clock()
-            self._window = [send for send in self._window if send.until > now]
-            if len(self._window) < self.max_requests_per_second:
-                send = _Send()
-                self._window.append(send)
-                return send, 0.0
-            soonest = min(send.until for send in self._window)
-            return None, (soonest - now) if soonest != float("inf") else _IN_FLIGHT_RECHECK
+            self._window = [held for held in self._window if held.until > now]
+            if not ticket.number:
+                ticket.number = next(self._arrivals)
+                bisect.insort(self._waiting, ticket, key=lambda waiting: waiting.rank_key)
+            rank = self._waiting.index(ticket)
+            free = self.max_requests_per_second - len(self._window)
+            if rank < free:
+                self._waiting.remove(ticket)
+                self._window.append(ticket)
+                return True, 0.0
+            # Ask again when the place this ticket needs can free: the (rank - free)-th to free. One in
+            # flight, or one that a ticket ahead has yet to take, frees a window after its answer at the
+            # soonest, so no sooner than a window from now.
+            frees = sorted(held.until for held in self._window)
+            needed = rank - free
+            if needed < len(frees) and frees[needed] != float("inf"):
+                return False, frees[needed] - now
+            return False, WINDOW_SECONDS
 
-    def release(self, send: _Send) -> None:
+    def forget(self, ticket: Ticket) -> None:
+        """The request no longer waits (cancelled, or it failed): the tickets behind it move up."""
+        with self._lock:
+            if ticket in self._waiting:
+                self._waiting.remove(ticket)
+
+    def release(self, ticket: Ticket) -> None:
         """The answer arrived (or the request failed): the place frees up WINDOW_SECONDS from now."""
         with self._lock:
-            send.until = self._clock() + WINDOW_SECONDS
+            ticket.until = self._clock() + WINDOW_SECONDS
 
     @contextmanager
-    def sending(self, *, queue: bool = True, control: bool = False) -> Iterator[None]:
-        """Hold a place in the window for one request (blocking). Control calls and retries
-        (``queue=False``) do not queue behind polls: they only wait for a place in the window."""
-        delay = self.reserve() if queue and not control else 0.0
-        if delay > 0:
-            time.sleep(delay)
-        send, delay = self.claim()
-        while send is None:
-            time.sleep(delay)
-            send, delay = self.claim()
+    def sending(self, priority: Priority) -> Iterator[None]:
+        """Hold a place in the window for one request (blocking)."""
+        if priority is Priority.POLL:
+            delay = self.reserve()
+            if delay > 0:
+                time.sleep(delay)
+        ticket = Ticket(priority)
+        try:
+            granted, delay = self.claim(ticket)
+            while not granted:
+                time.sleep(delay)
+                granted, delay = self.claim(ticket)
+        except BaseException:  # interrupted while waiting: do not hold up the tickets behind
+            self.forget(ticket)
+            raise
         try:
             yield
         finally:
-            self.release(send)
+            self.release(ticket)
 
     @asynccontextmanager
-    async def asending(self, *, queue: bool = True, control: bool = False) -> AsyncIterator[None]:
+    async def asending(self, priority: Priority) -> AsyncIterator[None]:
         """Hold a place in the window for one request, without blocking the event loop."""
-        delay = self.reserve() if queue and not control else 0.0
-        if delay > 0:
-            await asyncio.sleep(delay)
-        send, delay = self.claim()
-        while send is None:
-            await asyncio.sleep(delay)
-            send, delay = self.claim()
+        if priority is Priority.POLL:
+            delay = self.reserve()
+            if delay > 0:
+                await asyncio.sleep(delay)
+        ticket = Ticket(priority)
+        try:
+            granted, delay = self.claim(ticket)
+            while not granted:
+                await asyncio.sleep(delay)
+                granted, delay = self.claim(ticket)
+        except BaseException:  # cancelled while waiting (the wait was settled otherwise): leave the queue
+            self.forget(ticket)
+            raise
         try:
             yield
         finally:
-            self.release(send)
+            self.release(ticket)
 
 
 _spacers: dict[str, RequestSpacer] = {}

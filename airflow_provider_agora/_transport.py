@@ -16,15 +16,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn
+from typing import Any, NamedTuple, NoReturn
 
 from airflow_provider_agora import __version__
 from airflow_provider_agora._protocol import JSON_HEADERS, Endpoint, interpret_response
-from airflow_provider_agora._rate_limit import RequestSpacer, spacer_for
+from airflow_provider_agora._rate_limit import RequestBudget, spacer_for
 from airflow_provider_agora._settings import AgoraSettings
-
-if TYPE_CHECKING:
-    from airflow_provider_agora._shared_budget import SharedBudget
 from airflow_provider_agora.exceptions import AgoraConnectError, AgoraTimeoutError, AgoraTransportError
 
 log = logging.getLogger(__name__)
@@ -99,8 +96,9 @@ def classify_transport_failure(error: BaseException) -> TransportFault | None:
     return next((fault for name, fault in _FAULTS if name in names), None)
 
 
-def budget_for(settings: AgoraSettings) -> RequestSpacer | SharedBudget:
-    """The account's budget: shared through Redis when the connection names one, else this process's."""
+def budget_for(settings: AgoraSettings) -> RequestBudget:
+    """The account's budget: shared through Redis when the connection names one, else this process's.
+    Either takes the request's ``Priority`` and nothing else, so the hooks need not know which."""
     if settings.redis is not None:
         from airflow_provider_agora._shared_budget import shared_budget_for
 
@@ -118,7 +116,7 @@ class Transport:
 
     def __init__(self, settings: AgoraSettings) -> None:
         self.settings = settings
-        self.budget: RequestSpacer | SharedBudget = budget_for(settings)
+        self.budget: RequestBudget = budget_for(settings)
         self._base_url_index = 0
 
     @property

@@ -32,6 +32,7 @@ from airflow_provider_agora._protocol import (
     session_endpoint,
     start_endpoint,
 )
+from airflow_provider_agora._rate_limit import Priority
 from airflow_provider_agora._retry import RetryPolicy
 from airflow_provider_agora._settings import AgoraSettings, missing_connection, settings_of, with_redis
 from airflow_provider_agora._transport import Transport
@@ -61,6 +62,14 @@ _TEST_CONNECTION_TIMEOUT = 10.0
 # A resource id and sid that cannot exist: querying them proves the credentials without side effects.
 _PROBE_RESOURCE_ID = "airflow-provider-agora-connection-test"
 _PROBE_SID = "0" * 32
+
+
+def request_priority(endpoint: Endpoint, attempt: int = 1) -> Priority:
+    """A request's place in the account's budget, decided here once for both hooks and every budget
+    (in-process, in Redis, and its fallback): a control call, so that ``start`` follows its
+    ``acquire`` within Agora's two seconds, or a retry, which was already served once, goes ahead of
+    new polls."""
+    return Priority.POLL if attempt == 1 and not endpoint.is_control else Priority.CONTROL
 
 
 class _AgoraHookBase(BaseHook):
@@ -162,14 +171,14 @@ class AgoraHook(_AgoraHookBase):
         return self._app_id(self.settings, app_id, sid)
 
     def _send_once(
-        self, endpoint: Endpoint, body: dict[str, Any] | None, sid: str | None, timeout: float, *, queue: bool = True
+        self, endpoint: Endpoint, body: dict[str, Any] | None, sid: str | None, timeout: float, *, priority: Priority
     ) -> dict[str, Any]:
         import requests
 
         transport = self.transport
         url = transport.url(endpoint)
         try:
-            with transport.budget.sending(queue=queue, control=endpoint.is_control):
+            with transport.budget.sending(priority):
                 response = self.session.request(endpoint.method, url, json=body, timeout=timeout)
         except requests.RequestException as error:
             transport.raise_failure(error, endpoint, url=url, sid=sid, timeout=timeout)
@@ -180,8 +189,8 @@ class AgoraHook(_AgoraHookBase):
     def _call(self, endpoint: Endpoint, body: dict[str, Any] | None = None, *, sid: str | None = None) -> Any:
         for attempt in self.retry_policy.retrying(log):
             with attempt:  # a retry does not queue again behind everyone else
-                first = attempt.retry_state.attempt_number == 1
-                return self._send_once(endpoint, body, sid, self.settings.timeout, queue=first)
+                priority = request_priority(endpoint, attempt.retry_state.attempt_number)
+                return self._send_once(endpoint, body, sid, self.settings.timeout, priority=priority)
         raise AssertionError("tenacity ends with a result or an exception")
 
     def notifications(self, sid: str) -> list[Notification]:
@@ -361,7 +370,8 @@ class AgoraHook(_AgoraHookBase):
             settings = self.settings
             app_id = settings.app_id or "0" * 32
             endpoint = session_endpoint("query", app_id, _PROBE_RESOURCE_ID, _PROBE_SID, "mix")
-            self._send_once(endpoint, None, None, min(settings.timeout, _TEST_CONNECTION_TIMEOUT))
+            timeout = min(settings.timeout, _TEST_CONNECTION_TIMEOUT)
+            self._send_once(endpoint, None, None, timeout, priority=request_priority(endpoint))
         except AgoraAuthenticationError as error:
             return (
                 False,
@@ -469,7 +479,7 @@ class AgoraAsyncHook(_AgoraHookBase):
             await client.close_if_idle()
 
     async def _send_once(
-        self, endpoint: Endpoint, body: dict[str, Any] | None, sid: str | None, *, queue: bool = True
+        self, endpoint: Endpoint, body: dict[str, Any] | None, sid: str | None, *, priority: Priority
     ) -> dict[str, Any]:
         import httpx
 
@@ -478,7 +488,7 @@ class AgoraAsyncHook(_AgoraHookBase):
         url = transport.url(endpoint)
         shared.in_flight += 1
         try:
-            async with transport.budget.asending(queue=queue, control=endpoint.is_control):
+            async with transport.budget.asending(priority):
                 response: httpx.Response = await shared.http.request(endpoint.method, url, json=body)
         except httpx.TransportError as error:
             transport.raise_failure(error, endpoint, url=url, sid=sid, timeout=timeout)
@@ -492,7 +502,8 @@ class AgoraAsyncHook(_AgoraHookBase):
     async def _call(self, endpoint: Endpoint, body: dict[str, Any] | None = None, *, sid: str | None = None) -> Any:
         async for attempt in self.retry_policy.async_retrying(log):
             with attempt:  # a retry does not queue again behind every other wait
-                return await self._send_once(endpoint, body, sid, queue=attempt.retry_state.attempt_number == 1)
+                priority = request_priority(endpoint, attempt.retry_state.attempt_number)
+                return await self._send_once(endpoint, body, sid, priority=priority)
         raise AssertionError("tenacity ends with a result or an exception")
 
     async def follow_notifications(self, sid: str) -> Subscription | None:

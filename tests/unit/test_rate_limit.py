@@ -5,11 +5,10 @@ from __future__ import annotations
 import heapq
 import threading
 import time
-from typing import Any
 
 import pytest
 
-from airflow_provider_agora._rate_limit import RequestSpacer, spacer_for
+from airflow_provider_agora._rate_limit import Priority, RequestSpacer, Ticket, spacer_for
 from airflow_provider_agora.hooks.agora import AgoraHook
 from airflow_provider_agora.simulator import AgoraSimulator
 from tests.support import FAST_RETRIES, max_in_sliding_second
@@ -33,21 +32,20 @@ def arrivals(spacer: RequestSpacer, clock: FakeClock, latencies: list[float], st
         events.append((start + spacer.reserve(), order, "claim", caller))
         order += 1
     heapq.heapify(events)
-    sends: dict[int, Any] = {}
+    tickets = {caller: Ticket(Priority.POLL) for caller in range(len(latencies))}
     arrived: list[float] = []
     while events:
         moment, _, what, caller = heapq.heappop(events)
         clock.now = moment
         if what == "claim":
-            send, delay = spacer.claim()
-            if send is None:
+            granted, delay = spacer.claim(tickets[caller])
+            if not granted:
                 heapq.heappush(events, (moment + delay, order, "claim", caller))
             else:
-                sends[caller] = send
                 arrived.append(moment + latencies[caller])
                 heapq.heappush(events, (moment + latencies[caller] + 0.001, order, "answer", caller))
         else:
-            spacer.release(sends[caller])
+            spacer.release(tickets[caller])
         order += 1
     return sorted(arrived)
 
@@ -77,12 +75,12 @@ def test_the_first_request_after_idle_is_not_delayed() -> None:
     clock = FakeClock()
     spacer = RequestSpacer(10, clock=clock)
     spacer.reserve()
-    send, _ = spacer.claim()
-    assert send is not None
-    spacer.release(send)
+    first = Ticket()
+    assert spacer.claim(first) == (True, 0.0)
+    spacer.release(first)
     clock.now += 5
     assert spacer.reserve() == 0.0
-    assert spacer.claim()[1] == 0.0
+    assert spacer.claim(Ticket()) == (True, 0.0)
 
 
 def test_a_retry_does_not_queue_behind_the_other_waits(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -92,12 +90,50 @@ def test_a_retry_does_not_queue_behind_the_other_waits(monkeypatch: pytest.Monke
         spacer.reserve()  # fifty waits queued: about five seconds of slots
     slept: list[float] = []
     monkeypatch.setattr(time, "sleep", slept.append)
-    with spacer.sending(queue=False):  # a retry
+    with spacer.sending(Priority.CONTROL):  # a retry (the hook gives retries this priority)
         pass
     assert slept == []
-    with spacer.sending():  # a new request waits its turn
+    with spacer.sending(Priority.POLL):  # a new request waits its turn
         pass
     assert slept and slept[0] > 4.9
+
+
+def test_control_calls_get_the_next_places_in_the_window_ahead_of_waiting_polls() -> None:
+    """Step 2 has the order of the shared budget in Redis: once polls wait for a place in a full
+    window, a control call that asks after them still gets the next place, then the next control
+    call, then the polls first come first served, whoever asks first once a place frees."""
+    clock = FakeClock()
+    spacer = RequestSpacer(1, clock=clock)
+    holder = Ticket()
+    assert spacer.claim(holder) == (True, 0.0)
+    names = ["poll 1", "poll 2", "control 1", "poll 3", "control 2"]
+    waiting = {name: Ticket(Priority.CONTROL if name.startswith("control") else Priority.POLL) for name in names}
+    for ticket in waiting.values():
+        granted, delay = spacer.claim(ticket)
+        assert not granted and delay == pytest.approx(1.02)  # in flight: frees a window after its answer
+    order: list[str] = []
+    last = holder
+    while len(order) < len(waiting):
+        spacer.release(last)  # answered: its place frees one window later, and only then
+        clock.now += 1.02 + 0.001
+        for name in reversed(names):  # the last to arrive asks first: the order is the queue's
+            if name not in order and spacer.claim(waiting[name])[0]:
+                order.append(name)
+                last = waiting[name]
+    assert order == ["control 1", "control 2", "poll 1", "poll 2", "poll 3"]
+
+
+def test_a_ticket_that_stops_waiting_leaves_the_queue() -> None:
+    clock = FakeClock()
+    spacer = RequestSpacer(1, clock=clock)
+    holder, cancelled, behind = Ticket(), Ticket(Priority.CONTROL), Ticket()
+    assert spacer.claim(holder)[0]
+    assert not spacer.claim(cancelled)[0]
+    assert not spacer.claim(behind)[0]
+    spacer.forget(cancelled)
+    spacer.release(holder)
+    clock.now += 1.03
+    assert spacer.claim(behind) == (True, 0.0)
 
 
 def test_hooks_of_one_account_share_one_budget_and_the_stricter_rate_wins() -> None:

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from airflow_provider_agora import _shared_budget
+from airflow_provider_agora._rate_limit import Priority
 from airflow_provider_agora._settings import AgoraSettings, settings_from_connection, with_redis
 from airflow_provider_agora._shared_budget import SharedBudget, _keys
 from airflow_provider_agora.hooks.agora import AgoraHook
@@ -79,7 +80,7 @@ class Deployment:
         """``LIMIT`` requests in flight (sent, not answered), as the hook holds them."""
         for _ in range(LIMIT):
             holder = ExitStack()
-            holder.enter_context(self.process("holder").sending(queue=True, control=True))
+            holder.enter_context(self.process("holder").sending(Priority.CONTROL))
             self.holders.append(holder)
         assert self.redis.zcard(self.window) == LIMIT
 
@@ -91,7 +92,7 @@ class Deployment:
 
         def send() -> None:
             try:
-                with budget.sending(queue=True, control=control):
+                with budget.sending(Priority.CONTROL if control else Priority.POLL):
                     self.granted.append(label)  # the request is sent now; its answer comes at once
             except BaseException as error:  # reported by the test, not lost in a thread
                 self.errors.append(error)
