@@ -2,14 +2,17 @@
 
 ``AgoraError`` is an ``AirflowException``, so Airflow's normal retry rules apply to anything the
 sensor or operators do not handle themselves. ``retryable`` is the single rule that both the sync
-and the async transport consult before trying a request again.
+and the async transport consult before trying a request again; ``configuration_errors_fail_the_task``
+is the single place where a wrong parameter or connection becomes a failure without retries.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
-from airflow_provider_agora._compat import AirflowException
+from airflow_provider_agora._compat import AirflowException, AirflowFailException
 
 __all__ = [
     "AgoraApiError",
@@ -38,6 +41,19 @@ class AgoraError(AirflowException):
 
 class AgoraConfigurationError(AgoraError, ValueError):
     """A connection or task parameter is wrong; the message says which and how to fix it."""
+
+
+@contextmanager
+def configuration_errors_fail_the_task() -> Iterator[None]:
+    """Turn an ``AgoraConfigurationError`` raised inside into ``AirflowFailException``, same message.
+
+    Retrying cannot fix a wrong parameter or connection, so the task fails without using its
+    retries. A context manager, and a decorator too (``@configuration_errors_fail_the_task()``).
+    """
+    try:
+        yield
+    except AgoraConfigurationError as error:
+        raise AirflowFailException(str(error)) from error
 
 
 class AgoraTransportError(AgoraError):

@@ -33,7 +33,7 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields, replace
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Literal, cast, get_args
 
 if TYPE_CHECKING:
     from airflow_provider_agora.results import RecordingFile
@@ -59,6 +59,7 @@ __all__ = [
     "WEB_FAILED",
     "Notification",
     "NotificationError",
+    "NotificationKind",
     "describe",
     "load_stored",
     "namespace_of",
@@ -73,15 +74,20 @@ SIGNATURE_HEADER = "Agora-Signature"  # hex HMAC-SHA1 of the raw body
 SIGNATURE_V2_HEADER = "Agora-Signature-V2"  # hex HMAC-SHA256 of the raw body
 
 # What a cloud-recording notification means for the recording (``Notification.kind``).
-ENDED = "ended"  # 31/32 with status 0, 71 with code 0 or 1: the recording ended and its files are listed
-UPLOAD_FAILED = "upload_failed"  # 31/32 with a status other than 0
-EXITED = "exited"  # 11: the session exited; exit_status 0 normal, 1 abnormal
-WEB_FAILED = "web_failed"  # 71 with a code other than 0, or 72 (capability limit): web recording stopped
-FAILOVER = "failover"  # 12: the recording moved to another server and uid (new_uid)
-ERROR = "error"  # 1: an error; error_level 5 is fatal
-PROGRESS = "progress"  # a documented informational event
-OTHER = "other"  # an event type this module does not know, or another product's notification
-KINDS = frozenset({ENDED, UPLOAD_FAILED, EXITED, WEB_FAILED, FAILOVER, ERROR, PROGRESS, OTHER})
+NotificationKind = Literal["ended", "upload_failed", "exited", "web_failed", "failover", "error", "progress", "other"]
+ENDED: NotificationKind = (
+    "ended"  # 31/32 with status 0, 71 with code 0 or 1: the recording ended and its files are listed
+)
+UPLOAD_FAILED: NotificationKind = "upload_failed"  # 31/32 with a status other than 0
+EXITED: NotificationKind = "exited"  # 11: the session exited; exit_status 0 normal, 1 abnormal
+WEB_FAILED: NotificationKind = (
+    "web_failed"  # 71 with a code other than 0, or 72 (capability limit): web recording stopped
+)
+FAILOVER: NotificationKind = "failover"  # 12: the recording moved to another server and uid (new_uid)
+ERROR: NotificationKind = "error"  # 1: an error; error_level 5 is fatal
+PROGRESS: NotificationKind = "progress"  # a documented informational event
+OTHER: NotificationKind = "other"  # an event type this module does not know, or another product's notification
+KINDS: frozenset[str] = frozenset(get_args(NotificationKind))
 
 #: Terminal events: de-duplicate them by ``(sid, eventType)``, everything else by ``noticeId``.
 ENDING_EVENT_TYPES = frozenset({11, 31, 32, 71})
@@ -257,7 +263,7 @@ class Notification:
     sendts: int | None
     service_type: int | None
     details: dict[str, Any]
-    kind: str
+    kind: NotificationKind
     files: list[RecordingFile]
     exit_status: int | None = None
     error_level: int | None = None
@@ -298,7 +304,7 @@ class Notification:
             sendts=stored.optional_integer("sendts", _MILLISECONDS),
             service_type=stored.optional_integer("service_type"),
             details=_kept_details(stored.value("details", dict)),
-            kind=kind,
+            kind=cast("NotificationKind", kind),
             files=cast("list[RecordingFile]", copy.deepcopy(raw_files)),
             exit_status=stored.optional_integer("exit_status"),
             error_level=stored.optional_integer("error_level"),

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any, TypedDict, cast
+from typing import Any, Literal, TypedDict, cast
 
 from airflow_provider_agora.exceptions import AgoraResponseError
 
 __all__ = [
+    "EndedBy",
     "RecordingFile",
+    "RecordingMode",
     "RecordingResult",
     "RecordingSnapshot",
     "SettlingNotification",
@@ -27,6 +29,15 @@ __all__ = [
     "parse_recording",
     "recording_result",
 ]
+
+
+#: How a recording was made; Agora's ``mode`` path segment (``_protocol.RECORDING_MODES`` checks it).
+RecordingMode = Literal["individual", "mix", "web"]
+#: What ended a wait or a recording, in a result's ``ended_by``: its status reached the target
+#: ("status"), it stayed gone past the grace period with ``on_not_found="succeed"`` ("not_found"),
+#: a notification settled it ("notification"), the stop operator stopped it ("stop"), or it was
+#: already gone when asked to stop ("already_stopped").
+EndedBy = Literal["status", "not_found", "notification", "stop", "already_stopped"]
 
 
 class RecordingFile(TypedDict, total=False):
@@ -55,9 +66,9 @@ class _RecordingResultBase(TypedDict):
 
     resource_id: str
     sid: str
-    recording_mode: str
+    recording_mode: RecordingMode
     status: int | None  # Agora's serverResponse.status
-    ended_by: str | None  # "status", "not_found", "notification", "stop" or "already_stopped"
+    ended_by: EndedBy | None  # None only in what a wait saw last, before anything ended it
     files: list[RecordingFile]
     server_response: dict[str, Any]  # Agora's serverResponse, as sent
 
@@ -81,7 +92,7 @@ class StartResult(TypedDict):
     sid: str
     cname: str
     uid: str
-    recording_mode: str
+    recording_mode: RecordingMode
     app_id: str
 
 
@@ -183,21 +194,39 @@ def _status(value: Any, *, sid: str | None, required: bool) -> int | None:
     return None
 
 
+def _server_response(body: Any, *, sid: str | None, required: bool) -> dict[str, Any]:
+    server_response = body.get("serverResponse") if isinstance(body, dict) else None
+    if isinstance(server_response, dict):
+        return server_response
+    if required:
+        raise AgoraResponseError(
+            f"Agora's answer for recording sid={sid} has no serverResponse object "
+            f"({str(body)[:200]!r}): retry later, and report it to Agora support if it persists.",
+            body=body,
+        )
+    return {}
+
+
+def _extension_services(server_response: dict[str, Any], *, sid: str | None) -> list[tuple[Any, dict[str, Any]]]:
+    """``(serviceName, payload)`` of each ``extensionServiceState`` entry that is an object."""
+    services = server_response.get("extensionServiceState") or []
+    if not isinstance(services, list):
+        raise AgoraResponseError(
+            f"Agora's extensionServiceState of recording sid={sid} is not a list: {services!r}.", body=services
+        )
+    return [
+        (service.get("serviceName"), service["payload"] if isinstance(service.get("payload"), dict) else {})
+        for service in services
+        if isinstance(service, dict)
+    ]
+
+
 def parse_recording(body: Any, *, sid: str | None, require_status: bool = True) -> RecordingSnapshot:
     """Normalise a ``query`` (``require_status=True``) or ``stop`` answer.
 
     Unknown fields are not interpreted but stay in ``server_response``, so nothing Agora said is lost.
     """
-    server_response = body.get("serverResponse") if isinstance(body, dict) else None
-    if not isinstance(server_response, dict):
-        if require_status:
-            raise AgoraResponseError(
-                f"Agora's answer for recording sid={sid} has no serverResponse object "
-                f"({str(body)[:200]!r}): retry later, and report it to Agora support if it persists.",
-                body=body,
-            )
-        server_response = {}
-
+    server_response = _server_response(body, sid=sid, required=require_status)
     files = _file_list(
         server_response.get("fileList", server_response.get("fileListStr")),
         sid=sid,
@@ -206,17 +235,7 @@ def parse_recording(body: Any, *, sid: str | None, require_status: bool = True) 
     )
     uploading_status = server_response.get("uploadingStatus")
     rtmp_outputs: list[dict[str, Any]] = []
-    services = server_response.get("extensionServiceState") or []
-    if not isinstance(services, list):
-        raise AgoraResponseError(
-            f"Agora's extensionServiceState of recording sid={sid} is not a list: {services!r}.", body=services
-        )
-    for service in services:
-        if not isinstance(service, dict):
-            continue
-        raw_payload = service.get("payload")
-        payload: dict[str, Any] = raw_payload if isinstance(raw_payload, dict) else {}
-        name = service.get("serviceName")
+    for name, payload in _extension_services(server_response, sid=sid):
         if name == WEB_RECORDER_SERVICE:
             files += _file_list(payload.get("fileList"), sid=sid, where="web_recorder_service fileList")
         elif name == RTMP_PUBLISH_SERVICE and isinstance(payload.get("outputs"), list):
@@ -234,7 +253,7 @@ def parse_recording(body: Any, *, sid: str | None, require_status: bool = True) 
 
 
 def recording_result(
-    resource_id: str, sid: str, recording_mode: str, snapshot: RecordingSnapshot, ended_by: str | None
+    resource_id: str, sid: str, recording_mode: RecordingMode, snapshot: RecordingSnapshot, ended_by: EndedBy | None
 ) -> RecordingResult:
     """The XCom value of the sensor and the stop operator: everything a downstream task needs."""
     return {

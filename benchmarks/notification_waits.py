@@ -22,22 +22,22 @@ Scenarios, in this order, with the same seeded end times (uniform in [T0 + lead,
   ``notification_poll_interval`` 600 s;
 - **b, polling only**: connection ``agora_polling``, the same without ``ncs_secret`` (so the same
   Redis request budget, no notifications); ``poll_interval`` 60 s.
-- **c** (optional, not in the default run): as a, but with a *prototype* of the fix proposed in
-  ``NOTIFICATION_WAITS.md`` (the trigger stops waiting for a queued ``query`` as soon as a
-  notification settles the wait). Defined in this file only; the package is unchanged.
+(The former scenario c, a prototype of the trigger's race between a queued ``query`` and the
+notifications, is gone: the trigger does that itself now, so scenario a measures it. Its runs
+stay in ``NOTIFICATION_WAITS.md`` as history.)
 
 Both wait for ``target_status`` 8 (the sensor's default). Measured per scenario: delay from each
-recording's end notification to its trigger event (a, c: the time of the 31's first delivery
+recording's end notification to its trigger event (a: the time of the 31's first delivery
 attempt in the simulator's notification log; b: the recording's end time), and from the end time
 for both; what ended each wait (``result.ended_by``); Agora requests per recording (simulator's
 request log); Redis connections of this "triggerer" (the shared reader's ``connections_opened``,
 this process's TCP connections to Redis sampled every second, Redis ``INFO`` ``connected_clients``
-and ``total_connections_received``); RSS growth; CPU; event-loop lag; and for a/c the notification
+and ``total_connections_received``); RSS growth; CPU; event-loop lag; and for a the notification
 path: simulator's 31 attempt, stored in Redis (the stream entry id's timestamp), event. A script,
 not a test: nothing fails on timing.
 
     .venv/bin/python benchmarks/notification_waits.py                 # a then b, ~7 min; Markdown on stdout
-    .venv/bin/python benchmarks/notification_waits.py --scenarios abc --json /tmp/nw.json   # also c, ~9 min
+    .venv/bin/python benchmarks/notification_waits.py --scenarios a --json /tmp/nw.json   # a only, as JSON
 """
 
 from __future__ import annotations
@@ -182,103 +182,6 @@ class RedisWatch:
     def close(self) -> None:
         self.stop()
         self.client.close()
-
-
-# -- the proposed fix, as a prototype (scenario c only) ----------------------------------------
-
-
-def _prototype_trigger_class() -> type[BaseTrigger]:
-    """``AgoraRecordingQueryTrigger`` whose ``_wait`` races a queued query against the notifications.
-
-    Only ``_wait`` differs: while a query waits for its turn in the account's budget (or is in
-    flight), a new notification is decided on at once; if it settles the wait, the query is
-    cancelled (it has not been sent while it is queued) and the event is returned.
-    """
-    from airflow.triggers.base import TriggerEvent
-
-    from airflow_provider_agora._waiting import Outcome, decide_on_notifications
-    from airflow_provider_agora.exceptions import AgoraError
-    from airflow_provider_agora.triggers.agora import (
-        EVENT_CHECKPOINT,
-        EVENT_ERROR,
-        EVENT_FAILURE,
-        EVENT_SUCCESS,
-        AgoraRecordingQueryTrigger,
-        learned_something,
-    )
-
-    class RacingQueryTrigger(AgoraRecordingQueryTrigger):
-        async def _poll_or_notification(self, hook: Any, spec: Any, memory: Any, heard: Any) -> Any:
-            poll = asyncio.ensure_future(self._poll(hook, spec, memory))
-            try:
-                while not poll.done():
-                    woke = asyncio.ensure_future(heard.changed(timeout=3600))
-                    await asyncio.wait({poll, woke}, return_when=asyncio.FIRST_COMPLETED)
-                    if not woke.done():
-                        woke.cancel()
-                        with contextlib.suppress(asyncio.CancelledError):
-                            await woke
-                        break
-                    decision = decide_on_notifications(spec, memory, heard.look(), time.time())
-                    if decision is not None and decision.outcome is not Outcome.WAIT:
-                        return decision
-                return await poll
-            finally:
-                if not poll.done():
-                    poll.cancel()
-                    with contextlib.suppress(asyncio.CancelledError, AgoraError):
-                        await poll
-
-        async def _wait(self, hook: Any, spec: Any, deferred_with: Any, memory: Any, heard: Any) -> TriggerEvent:
-            interval = self.poll_interval
-            if heard is not None and self.notification_poll_interval is not None:
-                interval = self.notification_poll_interval
-            next_query = 0.0
-            while time.time() < self.end_time:
-                decision = None
-                if heard is not None:
-                    decision = decide_on_notifications(spec, memory, heard.look(), time.time())
-                    if decision is not None:
-                        memory = decision.memory
-                        if decision.query_now:
-                            next_query = 0.0
-                if (decision is None or decision.outcome is Outcome.WAIT) and time.time() >= next_query:
-                    try:
-                        if heard is None:
-                            decision = await self._poll(hook, spec, memory)
-                        else:
-                            decision = await self._poll_or_notification(hook, spec, memory, heard)
-                    except AgoraError as error:
-                        return TriggerEvent({"status": EVENT_ERROR, "message": str(error), "result": memory.last_seen})
-                    next_query = time.time() + interval
-                if decision is not None:
-                    memory = decision.memory
-                    if decision.outcome is Outcome.DONE:
-                        return TriggerEvent(
-                            {"status": EVENT_SUCCESS, "message": decision.message, "result": decision.result}
-                        )
-                    if decision.outcome is Outcome.FAIL:
-                        return TriggerEvent(
-                            {"status": EVENT_FAILURE, "message": decision.message, "result": decision.result}
-                        )
-                    if learned_something(deferred_with, memory):
-                        return TriggerEvent(
-                            {
-                                "status": EVENT_CHECKPOINT,
-                                "message": decision.message,
-                                "memory": memory.to_json(),
-                                "end_time": self.end_time,
-                                "result": None,
-                            }
-                        )
-                pause = max(0.0, min(next_query, self.end_time) - time.time())
-                if heard is None:
-                    await asyncio.sleep(pause)
-                else:
-                    await heard.changed(timeout=min(pause, self._exit_grace_left(spec, memory)))
-            return self._timeout_event(memory)
-
-    return RacingQueryTrigger
 
 
 # -- one scenario -------------------------------------------------------------------------------
@@ -731,7 +634,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--slack", type=float, default=None, help="timeout = T0 + lead + W + slack (1.5 * N/10)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--scenarios", default="ab", help="a, b, c in the order given (default ab)")
+    parser.add_argument("--scenarios", default="ab", help="a, b in the order given (default ab)")
     parser.add_argument("--json", type=Path, default=None, help="also write everything as JSON here")
     parser.add_argument("--child", nargs=2, metavar=("SPEC", "OUT"), help=argparse.SUPPRESS)
     return parser
@@ -785,7 +688,6 @@ def child_main(spec_path: Path, out_path: Path) -> int:
     redis_server.port = int(spec["redis_port"])
     key = spec["key"]
     conn_id = POLLING_CONN_ID if key == "b" else NCS_CONN_ID
-    prototype = _prototype_trigger_class() if key == "c" else None
     deadline = float(spec["deadline"])
 
     def make(recording: dict[str, Any], t0: float) -> BaseTrigger:
@@ -799,9 +701,7 @@ def child_main(spec_path: Path, out_path: Path) -> int:
         }
         if key == "b":
             return AgoraRecordingQueryTrigger(agora_conn_id=POLLING_CONN_ID, **common)
-        cls = AgoraRecordingQueryTrigger if key == "a" else prototype
-        assert cls is not None
-        return cls(
+        return AgoraRecordingQueryTrigger(
             agora_conn_id=NCS_CONN_ID, notification_poll_interval=float(spec["notification_poll_interval"]), **common
         )
 
@@ -843,8 +743,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.child:
         return child_main(Path(args.child[0]), Path(args.child[1]))
     scenarios = args.scenarios.lower()
-    if not scenarios or set(scenarios) - set("abc") or args.n < 1:
-        _parser().error("--scenarios takes letters a, b, c; --n >= 1")
+    if not scenarios or set(scenarios) - set("ab") or args.n < 1:
+        _parser().error("--scenarios takes letters a, b; --n >= 1")
     slack = args.slack if args.slack is not None else 1.5 * args.n / AGORA_RATE
     deadline = args.lead + args.window + slack
     rng = random.Random(args.seed)
@@ -894,7 +794,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     server: AirflowApiServer | None = None
     simulator: NotifyingSimulator | None = None
     results: list[Scenario] = []
-    names = {"a": "a: notifications", "b": "b: polling only", "c": "c: notifications, prototype fix"}
+    names = {"a": "a: notifications", "b": "b: polling only"}
     with tl._terminate_on_sigterm():
         try:
             redis_server.start()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Any, ClassVar, cast
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, cast, get_args
 
 from airflow_provider_agora._compat import (
     AirflowFailException,
@@ -28,8 +28,16 @@ from airflow_provider_agora.exceptions import (
     AgoraNoRecordedDataError,
     AgoraNotFoundError,
     AgoraResponseError,
+    configuration_errors_fail_the_task,
 )
-from airflow_provider_agora.results import StartResult, StopResult, parse_recording, recording_result
+from airflow_provider_agora.results import (
+    EndedBy,
+    RecordingMode,
+    StartResult,
+    StopResult,
+    parse_recording,
+    recording_result,
+)
 
 if TYPE_CHECKING:
     import jinja2
@@ -41,8 +49,11 @@ if TYPE_CHECKING:
 START_RETRY_POLICY = RetryPolicy(max_attempts=4, initial_delay=3.0, max_delay=9.0, max_total_seconds=40.0)
 # Keys of a start request whose values are credentials, wherever they appear in it.
 SENSITIVE_KEYS = frozenset({"accessKey", "secretKey", "stsToken", "token", "secret", "salt"})
-NO_RECORDED_DATA_CHOICES = ("skip", "succeed", "fail")
-ALREADY_STOPPED_CHOICES = ("fail", "succeed")
+#: What the stop operator does when nobody published (HTTP 206 code 435), and with a session already gone.
+OnNoRecordedData = Literal["skip", "succeed", "fail"]
+OnAlreadyStopped = Literal["fail", "succeed"]
+NO_RECORDED_DATA_CHOICES: tuple[OnNoRecordedData, ...] = get_args(OnNoRecordedData)
+ALREADY_STOPPED_CHOICES: tuple[OnAlreadyStopped, ...] = get_args(OnAlreadyStopped)
 
 __all__ = ["AgoraStartRecordingOperator", "AgoraStopRecordingOperator"]
 
@@ -64,10 +75,6 @@ def _hook(conn_id: str, retry_policy: RetryPolicy | None = None) -> AgoraHook:
     from airflow_provider_agora.hooks.agora import AgoraHook
 
     return AgoraHook(conn_id, retry_policy=retry_policy)
-
-
-def _fail(error: AgoraConfigurationError) -> AirflowFailException:
-    return AirflowFailException(str(error))
 
 
 class AgoraStartRecordingOperator(BaseOperator):
@@ -140,8 +147,8 @@ class AgoraStartRecordingOperator(BaseOperator):
         return result
 
     def _start(self, context: Context) -> StartResult:
-        try:
-            mode = check_recording_mode(self.recording_mode)
+        with configuration_errors_fail_the_task():
+            mode = cast(RecordingMode, check_recording_mode(self.recording_mode))
             cname = check_cname(self.cname)
             uid = check_uid(self.uid)
             if not isinstance(self.client_request, dict):
@@ -151,8 +158,6 @@ class AgoraStartRecordingOperator(BaseOperator):
                 )
             acquire_hook = _hook(self.agora_conn_id)
             app_id = acquire_hook.resolve_app_id(self.app_id)
-        except AgoraConfigurationError as error:
-            raise _fail(error) from error
         acquire_request = (
             self.acquire_request if self.acquire_request is not None else ({"scene": 1} if mode == "web" else {})
         )
@@ -221,8 +226,8 @@ class AgoraStopRecordingOperator(BaseOperator):
         uid: str | int,
         app_id: str | None = None,
         async_stop: bool = False,
-        on_no_recorded_data: str = "skip",
-        on_already_stopped: str = "fail",
+        on_no_recorded_data: str = "skip",  # an OnNoRecordedData
+        on_already_stopped: str = "fail",  # an OnAlreadyStopped
         agora_conn_id: str = DEFAULT_CONN_ID,
         **kwargs: Any,
     ) -> None:
@@ -239,9 +244,11 @@ class AgoraStopRecordingOperator(BaseOperator):
         self.on_already_stopped = on_already_stopped
         self.agora_conn_id = agora_conn_id
 
-    def _result(self, body: Any, ended_by: str) -> StopResult:
+    def _result(self, body: Any, ended_by: EndedBy) -> StopResult:
         snapshot = parse_recording(body, sid=self.sid, require_status=False)
-        result = recording_result(self.resource_id, self.sid, self.recording_mode, snapshot, ended_by)
+        # The mode is a RecordingMode by now: hook.stop checked it before sending anything.
+        mode = cast(RecordingMode, self.recording_mode)
+        result = recording_result(self.resource_id, self.sid, mode, snapshot, ended_by)
         return cast(StopResult, {**result, "uploading_status": snapshot.uploading_status})
 
     def _check_choices(self) -> None:
@@ -263,18 +270,17 @@ class AgoraStopRecordingOperator(BaseOperator):
     def _stop(self, context: Context) -> StopResult:
         hook = _hook(self.agora_conn_id)
         try:
-            self._check_choices()
-            body = hook.stop(
-                self.resource_id,
-                self.sid,
-                self.recording_mode,
-                self.cname,
-                self.uid,
-                async_stop=self.async_stop,
-                app_id=self.app_id,
-            )
-        except AgoraConfigurationError as error:
-            raise _fail(error) from error
+            with configuration_errors_fail_the_task():
+                self._check_choices()
+                body = hook.stop(
+                    self.resource_id,
+                    self.sid,
+                    self.recording_mode,
+                    self.cname,
+                    self.uid,
+                    async_stop=self.async_stop,
+                    app_id=self.app_id,
+                )
         except AgoraNoRecordedDataError as error:
             return self._no_recorded_data(error)
         except AgoraApiError as error:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict
 from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, NoReturn, cast
@@ -21,9 +20,7 @@ from airflow_provider_agora._compat import (
     key_outputs_default,
     push_keys,
 )
-from airflow_provider_agora._connection_form import DEFAULT_CONN_ID
 from airflow_provider_agora._waiting import (
-    LAST_LIFECYCLE_STATUS,
     Decision,
     Outcome,
     WaitMemory,
@@ -32,7 +29,7 @@ from airflow_provider_agora._waiting import (
     decide_on_error,
     decide_on_notifications,
 )
-from airflow_provider_agora.exceptions import AgoraConfigurationError, AgoraError
+from airflow_provider_agora.exceptions import AgoraError, configuration_errors_fail_the_task
 
 if TYPE_CHECKING:
     from airflow_provider_agora._compat import Context
@@ -52,7 +49,8 @@ class AgoraRecordingQuerySensor(BaseSensorOperator):
     least ``target_status`` (and at most 8, "exited"); it fails without retry on a status in
     ``failure_statuses`` or when Agora has not found the session for longer than
     ``not_found_grace_period`` seconds. Transient errors (429, 5xx, timeouts) are retried inside
-    the poke and never fail the task before ``timeout``.
+    the poke and never fail the task before ``timeout``; when 429s outlast a poke's retries, no
+    later poke, reschedule or trigger queries Agora before its ``Retry-After`` has passed.
 
     The XCom return value is ``{"resource_id", "sid", "recording_mode", "status", "ended_by",
     "files", "server_response"}``; ``ended_by`` is ``"status"``, or ``"not_found"`` when
@@ -81,17 +79,9 @@ class AgoraRecordingQuerySensor(BaseSensorOperator):
         recording already at its target never defers). Default: ``[operators] default_deferrable``.
     """
 
-    template_fields: Sequence[str] = (
-        "resource_id",
-        "sid",
-        "recording_mode",
-        "app_id",
-        "agora_conn_id",
-        "target_status",
-        "not_found_grace_period",
-        "on_not_found",
-        "exit_files_grace_period",
-    )
+    # The wait's parameters and their defaults are declared once, in ``WaitSpec``: the defaults
+    # below are its class attributes, and so are the templated ones.
+    template_fields: Sequence[str] = WaitSpec.templated()
     ui_color = "#099dfd"
 
     def __init__(
@@ -99,21 +89,23 @@ class AgoraRecordingQuerySensor(BaseSensorOperator):
         *,
         resource_id: str,
         sid: str,
-        recording_mode: str = "mix",
-        app_id: str | None = None,
-        agora_conn_id: str = DEFAULT_CONN_ID,
-        target_status: int = LAST_LIFECYCLE_STATUS,
-        failure_statuses: Sequence[int] = (20,),
-        not_found_grace_period: float = 90,
-        on_not_found: str = "fail",
-        exit_files_grace_period: float = 30,
-        notification_poll_interval: float | None = None,
+        recording_mode: str = WaitSpec.recording_mode,
+        app_id: str | None = WaitSpec.app_id,
+        agora_conn_id: str = WaitSpec.agora_conn_id,
+        target_status: int = WaitSpec.target_status,
+        failure_statuses: Sequence[int] = WaitSpec.failure_statuses,
+        not_found_grace_period: float = WaitSpec.not_found_grace_period,
+        on_not_found: str = WaitSpec.on_not_found,
+        exit_files_grace_period: float = WaitSpec.exit_files_grace_period,
+        notification_poll_interval: float | None = WaitSpec.notification_poll_interval,
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         **kwargs: Any,
     ) -> None:
         self._push_keys = key_outputs_default(kwargs)
         super().__init__(**kwargs)
-        # Assigned verbatim: templates are rendered after __init__, values are checked at run time.
+        # Assigned verbatim: templates are rendered after __init__, values are checked at run time
+        # (``WaitSpec.checked``). ``recording_mode`` and ``on_not_found`` take a RecordingMode and an
+        # OnNotFound, or a template that renders to one: hence ``str``.
         self.resource_id = resource_id
         self.sid = sid
         self.recording_mode = recording_mode
@@ -135,31 +127,33 @@ class AgoraRecordingQuerySensor(BaseSensorOperator):
 
         return AgoraHook(self.agora_conn_id)
 
+    @configuration_errors_fail_the_task()
     def wait_spec(self) -> WaitSpec:
-        try:
-            return WaitSpec.from_attributes(self)
-        except AgoraConfigurationError as error:
-            raise AirflowFailException(str(error)) from error
+        return WaitSpec.from_attributes(self)
 
+    @configuration_errors_fail_the_task()
     def poll(self, spec: WaitSpec, memory: WaitMemory) -> Decision:
         """The recording's stored notifications first (one Redis read, when the connection receives
         them); then, unless they settle the wait, one logical ``query`` (retries inside). Both
-        become a decision by the same shared rules."""
-        try:
-            notifications = self.hook.notifications(spec.sid)
-        except AgoraConfigurationError as error:
-            raise AirflowFailException(str(error)) from error
-        heard = decide_on_notifications(spec, memory, notifications, time.time())
+        become a decision by the same shared rules. No query before the time Agora's last
+        ``Retry-After`` set (kept in the memory): until then the poll only reads notifications."""
+        heard = decide_on_notifications(spec, memory, self.hook.notifications(spec.sid), time.time())
         if heard is not None:
             if heard.outcome is not Outcome.WAIT:
                 return heard
             memory = heard.memory
+        too_early = memory.query_allowed_in(time.time())
+        if too_early > 0:
+            return Decision(
+                Outcome.WAIT,
+                memory,
+                f"Not querying recording sid={spec.sid} for {too_early:.1f} s more: Agora answered 429 with "
+                f"Retry-After.",
+            )
         try:
-            body = self.hook.query(spec.resource_id, spec.sid, spec.recording_mode, app_id=self.app_id)
-        except AgoraConfigurationError as error:
-            raise AirflowFailException(str(error)) from error
+            body = self.hook.query(spec.resource_id, spec.sid, spec.recording_mode, app_id=spec.app_id)
         except AgoraError as error:
-            return decide_on_error(spec, memory, error, time.time())
+            return decide_on_error(spec, memory, error, time.time())  # re-raises errors it has no rule for
         return decide_on_answer(spec, memory, body)
 
     def poke(self, context: Context) -> bool | PokeReturnValue:
@@ -232,13 +226,8 @@ class AgoraRecordingQuerySensor(BaseSensorOperator):
 
         self.defer(
             trigger=AgoraRecordingQueryTrigger(
-                **asdict(self.wait_spec()),
-                app_id=self.app_id,
-                agora_conn_id=self.agora_conn_id,
+                **self.wait_spec().to_kwargs(),
                 poll_interval=float(self.poke_interval),
-                notification_poll_interval=(
-                    float(self.notification_poll_interval) if self.notification_poll_interval is not None else None
-                ),
                 end_time=end_time,
                 memory=memory.to_json(),
             ),
