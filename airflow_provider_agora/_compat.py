@@ -1,7 +1,9 @@
 """The one place that knows where Airflow keeps things in each supported version (2.11 .. 3.3).
 
-Newest location first; the fallback is the Airflow 2 path. Nothing else in the package imports
-from ``airflow`` directly.
+Newest location first; the fallback is the Airflow 2 path. The modules that exist only where
+their piece of Airflow does import it directly: the triggers (``airflow.triggers.base``), the
+API-server plugin (``airflow.plugins_manager``) and the receiver's connection-id rule
+(``airflow.models.connection``).
 """
 
 from __future__ import annotations

@@ -184,8 +184,9 @@ _ANY_CODE = "any"  # the body may have a code or not
 _SERVICE = "service"  # the body has a "code" key: the recording service answered
 _GATEWAY = "gateway"  # no "code" key: the API gateway in front of the service answered
 
-# From Agora's documentation (see ../shared/reference/agora-cloud-recording-api.md); the first row
-# that matches decides. A 2xx answer without a code is a success and never reaches this table.
+# From Agora's documentation (Cloud Recording's RESTful API "common errors" and "response status
+# codes" pages, docs.agora.io); the first row that matches decides. A 2xx answer without a code
+# is a success and never reaches this table.
 _ERROR_TABLE: tuple[_ErrorRule, ...] = (
     _ErrorRule(range(206, 207), CODE_REQUEST_NOT_COMPLETED, AgoraRequestNotCompletedError),
     _ErrorRule(

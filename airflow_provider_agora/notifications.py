@@ -18,8 +18,8 @@ A notification's files are normalised by the same code that normalises ``query``
 file list looks the same whichever way it arrived (web recording's ``filename`` becomes
 ``fileName``, ``uid`` a string, ``sliceStartTime`` an integer).
 
-This module imports only the standard library when it is imported (the simulator signs
-notifications without Airflow); the file normaliser is imported on first use.
+This module imports only the standard library when it is imported, so that the receiver pays
+nothing for it at start-up; the file normaliser (which imports Airflow) is imported on first use.
 """
 
 from __future__ import annotations
