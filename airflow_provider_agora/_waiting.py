@@ -130,6 +130,12 @@ def _on_not_found(value: Any, sid: object) -> OnNotFound:
     return cast(OnNotFound, value)
 
 
+def _flag(name: str, value: Any, sid: object) -> bool:
+    if not isinstance(value, bool):
+        raise AgoraConfigurationError(f"{name} for recording sid={sid} must be True or False, got {value!r}.")
+    return value
+
+
 def _optional_seconds(name: str, value: Any, sid: object) -> float | None:
     return None if value is None else _seconds(name, value, sid)
 
@@ -155,6 +161,7 @@ class WaitSpec:
     on_not_found: OnNotFound = field(default="fail", metadata=_TEMPLATED)
     exit_files_grace_period: float = field(default=30.0, metadata=_TEMPLATED)
     notification_poll_interval: float | None = None  # None: the poll interval
+    known_to_have_run: bool = False  # an upstream task started or stopped it: a lasting 404 is its end
 
     @classmethod
     def templated(cls) -> tuple[str, ...]:
@@ -205,6 +212,7 @@ class WaitSpec:
             notification_poll_interval=_optional_seconds(
                 "notification_poll_interval", values["notification_poll_interval"], sid
             ),
+            known_to_have_run=_flag("known_to_have_run", values["known_to_have_run"], sid),
         )
 
     @classmethod
@@ -353,6 +361,16 @@ def decide_on_not_found(spec: WaitSpec, memory: WaitMemory, error: AgoraApiError
             f"because Agora's fail-over answers 404 for a while.",
         )
     last_seen = memory.last_seen
+    if spec.on_not_found == "succeed" and last_seen is None and spec.known_to_have_run:
+        gone = spec.result(RecordingSnapshot(status=None, files=[], server_response={}), "not_found")
+        return Decision(
+            Outcome.DONE,
+            memory,
+            f"Recording sid={spec.sid}, which an upstream task started or stopped (known_to_have_run), has "
+            f"been gone (HTTP 404) for {elapsed:.0f} s: it ended. This task saw no file list; the one "
+            f"Agora gave the task that stopped it is in that task's result.",
+            gone,
+        )
     if spec.on_not_found == "succeed" and last_seen is not None:
         result: RecordingResult = {**last_seen, "ended_by": "not_found"}
         return Decision(

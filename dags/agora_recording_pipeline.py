@@ -68,8 +68,8 @@ with DAG(
         uid=start.output["uid"],
     )
 
-    # After a stop Agora winds the session down (statuses 6-8) and then forgets it (404):
-    # either way the recording has ended.
+    # After a stop Agora winds the session down (statuses 6-8) and then forgets it (404), maybe
+    # before this task's first poke: known_to_have_run says a lasting 404 is then the end too.
     ended = AgoraRecordingQuerySensor(
         task_id="wait_for_end",
         resource_id=start.output["resource_id"],
@@ -78,6 +78,7 @@ with DAG(
         target_status=8,
         on_not_found="succeed",
         not_found_grace_period=5,
+        known_to_have_run=True,
         poke_interval=1,
         timeout=120,
     )

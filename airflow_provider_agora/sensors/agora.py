@@ -68,6 +68,10 @@ class AgoraRecordingQuerySensor(BaseSensorOperator):
         fail-over answers 404 for up to 90 s while the recording goes on; 0 fails on the first 404. Templated.
     :param on_not_found: ``"fail"``, or ``"succeed"`` to count a session that was seen running and
         then stays gone past the grace period as ended normally (with the last file list seen). Templated.
+    :param known_to_have_run: the recording is known to have run, because an upstream task started
+        or stopped it: with ``on_not_found="succeed"``, a 404 that outlasts the grace period then ends
+        the wait even if this task never saw the recording (Agora may answer 404 right after a stop);
+        the result then lists no files (the stop's result has them).
     :param exit_files_grace_period: with Agora's notifications (the connection's ``ncs_secret`` and
         ``redis_conn_id``): after a normal exit (event 11) without the "uploaded" notification (31),
         which can arrive after it, wait this many seconds for it, then finish with the files known.
@@ -98,6 +102,7 @@ class AgoraRecordingQuerySensor(BaseSensorOperator):
         on_not_found: str = WaitSpec.on_not_found,
         exit_files_grace_period: float = WaitSpec.exit_files_grace_period,
         notification_poll_interval: float | None = WaitSpec.notification_poll_interval,
+        known_to_have_run: bool = WaitSpec.known_to_have_run,
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         **kwargs: Any,
     ) -> None:
@@ -117,6 +122,7 @@ class AgoraRecordingQuerySensor(BaseSensorOperator):
         self.on_not_found = on_not_found
         self.exit_files_grace_period = exit_files_grace_period
         self.notification_poll_interval = notification_poll_interval
+        self.known_to_have_run = known_to_have_run
         self.deferrable = deferrable
         self._memory = WaitMemory()
 

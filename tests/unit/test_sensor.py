@@ -213,6 +213,20 @@ def test_on_not_found_succeed_still_fails_a_session_never_seen(scripted: Scripte
         sensor(on_not_found="succeed", not_found_grace_period=0.2).execute({})
 
 
+def test_a_recording_an_upstream_task_stopped_ends_on_a_lasting_404_without_being_seen(
+    scripted: ScriptedAgora,
+) -> None:
+    """Agora may answer 404 at once after a stop: with known_to_have_run that is the end, not a typo."""
+    scripted.script((404, bodies.SERVICE_NOT_FOUND))
+    result = sensor(on_not_found="succeed", not_found_grace_period=0.2, known_to_have_run=True).execute({})
+    assert (result["ended_by"], result["status"], result["files"]) == ("not_found", None, [])
+
+
+def test_known_to_have_run_must_be_a_boolean(scripted: ScriptedAgora) -> None:
+    with pytest.raises(AirflowFailException, match=r"known_to_have_run for recording sid=\S+ must be True or False"):
+        sensor(known_to_have_run="yes").execute({})
+
+
 # -- transient errors ---------------------------------------------------------------------------
 
 

@@ -198,7 +198,7 @@ def test_a_trigger_row_of_the_previous_release_builds_the_same_trigger() -> None
     trigger = AgoraRecordingQueryTrigger(**OLD_TRIGGER_ROW)
     classpath, kwargs = trigger.serialize()
     assert classpath == "airflow_provider_agora.triggers.agora.AgoraRecordingQueryTrigger"
-    assert kwargs == OLD_TRIGGER_ROW
+    assert kwargs == {**OLD_TRIGGER_ROW, "known_to_have_run": False}  # added since, with its default
     spec = WaitSpec.checked(**trigger.parameters)
     assert (spec.recording_mode, spec.target_status, spec.on_not_found) == ("individual", 5, "succeed")
 
@@ -208,7 +208,7 @@ def test_the_deferring_sensor_hands_over_every_parameter_under_its_old_name(scri
     with pytest.raises(TaskDeferred) as deferred:
         sensor(deferrable=True, poke_interval=7, target_status="5", not_found_grace_period="60").execute({})
     _, kwargs = deferred.value.trigger.serialize()
-    assert set(kwargs) == set(OLD_TRIGGER_ROW)
+    assert set(kwargs) == {*OLD_TRIGGER_ROW, "known_to_have_run"}
     assert json.loads(json.dumps(kwargs)) == kwargs  # JSON primitives
     assert (kwargs["target_status"], kwargs["not_found_grace_period"], kwargs["failure_statuses"]) == (5, 60.0, [20])
 
