@@ -296,28 +296,17 @@ class Notifier:
                 with self._cond:
                     self._failovers.pop(sid, None)  # a fault for an sid the simulator never had
                 return
-            track = self._tracks.get(sid)
-            if track is None:
-                track = self._tracks[sid] = _Track(recording.resource.uid)
+            track = self._track_of(sid, recording)
             if due != _NOW and due != track.scheduled:
                 return  # superseded by a later look at this recording
             with self._cond:
                 failovers = self._failovers.pop(sid, [])
             now = self._clock.now()
-            abnormal = recording.abnormal_at
-            if abnormal is None:
-                abnormal = self._faults.abnormal_at(sid)
+            abnormal = self._abnormal_at(sid, recording)
             plan = recording.notification_plan(abnormal)
             abnormal_path = any(event_type == 1 for _, event_type in plan)
-            due_events = [
-                (at, 1, index, event_type)
-                for index, (at, event_type) in enumerate(plan)
-                if event_type not in track.emitted and at <= now
-            ]
-            due_events += [(at, 0, 0, 12) for at in failovers if recording.status(at) is not None]
-            due_events.sort()
             slice_start_ms = self._clock.epoch_ms(recording.started_at + FIRST_SLICE_AT)
-            for at, _, _, event_type in due_events:
+            for at, event_type in _due_events(recording, track, plan, failovers, now):
                 out.extend(self._emit(recording, track, at, event_type, abnormal_path, slice_start_ms))
                 if event_type == 1 and recording.abnormal_at is None:
                     recording.abnormal_at = abnormal  # observed: stays exited even if the fault is reset
@@ -328,6 +317,19 @@ class Notifier:
                 heapq.heappush(self._events, (track.scheduled, next(self._counter), sid))
         for delivery in out:
             self._submit(delivery)
+
+    def _track_of(self, sid: str, recording: Recording) -> _Track:
+        """The recording's track, made on first sight: its notifications carry its start's uid until a fail-over."""
+        track = self._tracks.get(sid)
+        if track is None:
+            track = self._tracks[sid] = _Track(recording.resource.uid)
+        return track
+
+    def _abnormal_at(self, sid: str, recording: Recording) -> float | None:
+        """When the recording exits abnormally: as once observed, else as the fault now says (None: never)."""
+        if recording.abnormal_at is not None:
+            return recording.abnormal_at
+        return self._faults.abnormal_at(sid)
 
     def _emit(
         self, recording: Recording, track: _Track, at: float, event_type: int, abnormal: bool, slice_start_ms: int
@@ -499,3 +501,19 @@ class Notifier:
             return None, f"{type(exc).__name__}: {exc}"
         finally:
             connection.close()
+
+
+def _due_events(
+    recording: Recording, track: _Track, plan: list[tuple[float, int]], failovers: list[float], now: float
+) -> list[tuple[float, int]]:
+    """``(at, event_type)`` of the events to send now, in the order they happened: the planned ones
+    not sent yet and due by ``now``, and a 12 per fail-over reported while the recording existed.
+    At the same time a fail-over comes first, then the plan's events in the plan's order."""
+    due = [
+        (at, 1, index, event_type)
+        for index, (at, event_type) in enumerate(plan)
+        if event_type not in track.emitted and at <= now
+    ]
+    due += [(at, 0, 0, 12) for at in failovers if recording.status(at) is not None]
+    due.sort()
+    return [(at, event_type) for at, _, _, event_type in due]
