@@ -141,10 +141,13 @@ def _keys(customer_id: str) -> list[str]:
 
 
 def client_options(redis: RedisSettings) -> dict[str, Any]:
+    """redis-py's ``Redis(...)`` arguments for ``redis`` (sync or asyncio). The TLS options only
+    with ``ssl``, as redis-py reads them only then; ``ssl_check_hostname`` only when the connection
+    sets it, so redis-py's default applies otherwise, as with Airflow's redis provider."""
     from redis.backoff import NoBackoff
     from redis.retry import Retry
 
-    return {
+    options: dict[str, Any] = {
         "host": redis.host,
         "port": redis.port,
         "db": redis.db,
@@ -155,6 +158,16 @@ def client_options(redis: RedisSettings) -> dict[str, Any]:
         "socket_connect_timeout": REDIS_TIMEOUT_SECONDS,
         "retry": Retry(NoBackoff(), 0),  # one short try: the fallback is the retry
     }
+    if redis.ssl:
+        options.update(
+            ssl_cert_reqs=redis.ssl_cert_reqs,
+            ssl_ca_certs=redis.ssl_ca_certs,
+            ssl_keyfile=redis.ssl_keyfile,
+            ssl_certfile=redis.ssl_certfile,
+        )
+        if redis.ssl_check_hostname is not None:
+            options["ssl_check_hostname"] = redis.ssl_check_hostname
+    return options
 
 
 @functools.cache
