@@ -4,6 +4,7 @@
 #                     (installs Debian's chromium, redis-server and postgresql packages when it can)
 #   make test-unit  - the fast tests only (tests/unit: no Airflow process, under a minute)
 #   make demo   - run the example pipeline against the embedded Agora simulator
+#   make screenshots - refresh docs/connection-form.png from the browser test (test runs leave it alone)
 PYTHON ?= python3
 AIRFLOW_3 ?= 3.3.2
 AIRFLOW_2 ?= 2.11.2
@@ -11,7 +12,7 @@ VENV ?= .venv
 VENV_AIRFLOW_2 ?= .venv-airflow2
 BIN := $(VENV)/bin
 
-.PHONY: test test-unit lint typecheck package pytest pytest-airflow2 browser redis-server postgresql demo clean
+.PHONY: test test-unit lint typecheck package pytest pytest-airflow2 browser redis-server postgresql demo screenshots clean
 
 # One virtual environment per Airflow line; the stamp names the version it holds.
 $(VENV)/.installed-$(AIRFLOW_3): pyproject.toml
@@ -75,8 +76,17 @@ test: lint typecheck package pytest pytest-airflow2 compat
 demo: $(VENV)/.installed-$(AIRFLOW_3)
 	$(BIN)/python scripts/demo.py
 
+# The test run saves its picture of the connection form in build/screenshots/ (git-ignored), so that
+# it leaves the tree as it found it; this refreshes the committed copy the README shows.
+SCREENSHOT := build/screenshots/connection-form.png
+screenshots: $(VENV)/.installed-$(AIRFLOW_3) browser
+	rm -f $(SCREENSHOT)
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/integration/test_connection_ui.py -k browser
+	test -f $(SCREENSHOT) || { echo "no $(SCREENSHOT): the browser test skipped (see its reason above)"; exit 1; }
+	cp $(SCREENSHOT) docs/connection-form.png
+
 clean:
-	rm -rf $(VENV) $(VENV_AIRFLOW_2) .airflow .pytest_cache .mypy_cache .ruff_cache demo-output
+	rm -rf $(VENV) $(VENV_AIRFLOW_2) .airflow .pytest_cache .mypy_cache .ruff_cache demo-output build
 
 # -- Compatibility run: the provider on the latest patch release of every other Airflow 3 line ------
 # `make compat` (part of `make test`) checks registration, the connection form as the API server

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 
+# One per pytest process (each xdist worker too), removed when that process exits. Registered before
+# Airflow is imported, so it runs after Airflow's own exit handlers (atexit runs last-in, first-out),
+# and after every Airflow process a test started has ended.
 _AIRFLOW_HOME = tempfile.mkdtemp(prefix="agora-tests-airflow-")
+atexit.register(shutil.rmtree, _AIRFLOW_HOME, ignore_errors=True)
 os.environ["AIRFLOW_HOME"] = _AIRFLOW_HOME
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -28,6 +29,7 @@ __all__ = [
     "ScriptedAnswer",
     "TaskStateStore",
     "connection_json",
+    "free_port",
     "max_in_sliding_second",
     "postgres_bin_dir",
     "redact",
@@ -39,6 +41,14 @@ CUSTOMER_ID = "test-customer"
 CUSTOMER_SECRET = "test-secret-Zq8w"  # distinctive, so that a leak is easy to find
 APP_ID = "testapp0123456789abcdef0123456789"
 FAST_RETRIES = RetryPolicy(max_attempts=6, initial_delay=0.01, max_delay=0.05, max_total_seconds=10)
+
+
+def free_port() -> int:
+    """A loopback TCP port that nothing listened on a moment ago: for a server a test starts, or for a
+    closed port that refuses connections. The one free-port helper of the suite."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def connection_json(host: str, **extra: Any) -> str:
@@ -173,12 +183,9 @@ class RedisServer:
 
     def __init__(self) -> None:
         import shutil
-        import socket
 
         self.binary = shutil.which("redis-server")
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port = int(probe.getsockname()[1])
+        self.port = free_port()
         self.process: Any = None
 
     @property
@@ -299,12 +306,9 @@ class PostgresServer:
     def __init__(self) -> None:
         import os
         import pwd
-        import socket
 
         self.bin_dir = postgres_bin_dir()
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port = int(probe.getsockname()[1])
+        self.port = free_port()
         self.run_as: Any = None  # the pwd entry of the user the server runs as, when we are root
         if os.geteuid() == 0:
             for name in ("postgres", "nobody"):

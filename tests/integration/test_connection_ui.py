@@ -2,9 +2,10 @@
 
 One ``airflow api-server`` (fresh AIRFLOW_HOME, SQLite) serves the whole module; the Agora simulator runs
 in this process. The API tests go through Airflow's own endpoints with a token from ``GET /auth/token``;
-the browser test drives Debian's Chromium with Playwright (no browser download) and refreshes
-``docs/connection-form.png``. It skips itself when Chromium or Playwright is missing: install both with
-``scripts/install-browser.sh``.
+the browser test drives Debian's Chromium with Playwright (no browser download) and saves its picture of
+the form to ``build/screenshots/connection-form.png`` (git-ignored: a test run leaves the tree as it found
+it); ``make screenshots`` copies it over the committed ``docs/connection-form.png``. It skips itself when
+Chromium or Playwright is missing: install both with ``scripts/install-browser.sh``.
 """
 
 from __future__ import annotations
@@ -25,10 +26,11 @@ import requests
 
 from airflow_provider_agora._connection_form import CONN_FIELDS, UI_FIELD_BEHAVIOUR
 from airflow_provider_agora.simulator import AgoraSimulator
-from tests.integration.ui_helpers import CHROMIUM, CHROMIUM_ARGS, AirflowApiServer, free_loopback_port
-from tests.support import APP_ID, CUSTOMER_ID, CUSTOMER_SECRET
+from tests.integration.ui_helpers import CHROMIUM, CHROMIUM_ARGS, AirflowApiServer
+from tests.support import APP_ID, CUSTOMER_ID, CUSTOMER_SECRET, free_port
 
-SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "connection-form.png"
+# In the git-ignored build folder; ``make screenshots`` copies it to docs/connection-form.png.
+SCREENSHOT = Path(__file__).resolve().parents[2] / "build" / "screenshots" / "connection-form.png"
 HOOK_NAME = "Agora Cloud Recording"
 PLACEHOLDERS = UI_FIELD_BEHAVIOUR["placeholders"]
 
@@ -151,7 +153,7 @@ def test_wrong_secret_is_rejected(server: AirflowApiServer, sim: AgoraSimulator)
 
 
 def test_closed_port_is_unreachable(server: AirflowApiServer) -> None:
-    closed = f"http://127.0.0.1:{free_loopback_port()}"
+    closed = f"http://127.0.0.1:{free_port()}"
     status, message = press_test(server, connection_body("agora_unreachable", closed))
     assert status is False, message
     assert message.startswith("Host unreachable:"), message
@@ -267,7 +269,7 @@ def test_add_connection_form_in_the_browser(browser: Any, server: AirflowApiServ
         assert extra == ["Connection ID", "Connection Type", *(spec["label"] for spec in CONN_FIELDS.values())], extra
         extra_png = dialog.screenshot(animations="disabled")
 
-        SCREENSHOT.parent.mkdir(exist_ok=True)
+        SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
         SCREENSHOT.write_bytes(side_by_side(context, standard_png, extra_png))
 
         # Fill the form in as a user would, save it, and check what Airflow stored and that it tests green.

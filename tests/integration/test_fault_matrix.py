@@ -24,7 +24,6 @@ import contextlib
 import json
 import logging
 import os
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -60,6 +59,7 @@ from tests.support import (
     ScriptedAnswer,
     TaskStateStore,
     connection_json,
+    free_port,
     max_in_sliding_second,
 )
 
@@ -288,9 +288,7 @@ Connect = Callable[[ScriptedAgora, pytest.MonkeyPatch], None]
 
 
 def _refused_url() -> str:
-    with socket.socket() as probe:  # a loopback port nobody listens on
-        probe.bind(("127.0.0.1", 0))
-        return f"http://127.0.0.1:{probe.getsockname()[1]}"
+    return f"http://127.0.0.1:{free_port()}"  # a loopback port nobody listens on
 
 
 def to_refused_port(scripted: ScriptedAgora, monkeypatch: pytest.MonkeyPatch) -> None:

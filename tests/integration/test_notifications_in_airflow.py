@@ -4,27 +4,40 @@ two triggerers, with a real ``redis-server`` and the simulator posting notificat
 from __future__ import annotations
 
 import json
-import os
-import secrets
-import subprocess
 from collections.abc import Iterator
-from pathlib import Path
 
+import airflow
 import pytest
+
+if not airflow.__version__.startswith("3."):
+    pytest.skip(
+        "starts Airflow 3 components (api-server, dag-processor, the receiver plugin); Airflow 2 has none",
+        allow_module_level=True,
+    )
 
 from airflow_provider_agora._notification_store import notification_keys
 from airflow_provider_agora.hooks.agora import AgoraHook
 from airflow_provider_agora.notifications import namespace_of
 from airflow_provider_agora.simulator import AgoraSimulator
-from tests.integration.test_triggerer import (  # the same harness as the real-triggerer tests
-    AIRFLOW,
-    ROOT,
-    STARTUP_TIMEOUT,
-    Cluster,
+from tests.support import (
+    APP_ID,
+    CUSTOMER_ID,
+    CUSTOMER_SECRET,
+    FAST_RETRIES,
+    RedisServer,
+    connection_json,
     free_port,
+)
+
+pytest.importorskip("httpx", reason="httpx (a core dependency of Airflow) is needed to call the REST API")
+
+from tests.integration.airflow_cluster import (  # the same harness as the real-triggerer tests
+    ROOT,
+    Cluster,
+    cluster_env,
+    running_cluster,
     wait_scheduler_saw_deferral,
 )
-from tests.support import APP_ID, CUSTOMER_ID, CUSTOMER_SECRET, FAST_RETRIES, RedisServer, connection_json
 
 NCS_SECRET = "ncs-secret-Rr5t1"
 WAIT_DAG = "agora_notification_wait_check"
@@ -36,79 +49,33 @@ WITH_FILES = {"recordingFileConfig": {"avFileType": ["hls", "mp4"]}}
 def cluster(
     tmp_path_factory: pytest.TempPathFactory, redis_server: RedisServer, postgres_database_url: str
 ) -> Iterator[Cluster]:
-    from cryptography.fernet import Fernet
-
     home = tmp_path_factory.mktemp("airflow-notifications-home")
     api_port = free_port()
-    api_url = f"http://127.0.0.1:{api_port}"
     simulator = AgoraSimulator(
         customer_id=CUSTOMER_ID,
         customer_secret=CUSTOMER_SECRET,
         app_ids=(APP_ID,),
         speed=10.0,
-        notify_url=f"{api_url}/agora/ncs/agora_default",
+        notify_url=f"http://127.0.0.1:{api_port}/agora/ncs/agora_default",
         notify_secret=NCS_SECRET,
     ).start()
-    connection = connection_json(simulator.url, ncs_secret=NCS_SECRET, redis_conn_id="agora_ncs_redis")
-    inherited = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW__", "AIRFLOW_CONN_"))}
-    env = {
-        **inherited,
-        "PATH": str(Path(AIRFLOW).parent) + os.pathsep + os.environ.get("PATH", ""),
-        "PYTHONUNBUFFERED": "1",
-        "NO_PROXY": "127.0.0.1,localhost",
-        "no_proxy": "127.0.0.1,localhost",
-        "AIRFLOW_HOME": str(home),
-        # Five Airflow processes write to it: PostgreSQL, not SQLite (see tests/integration/conftest.py).
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": postgres_database_url,
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "tests" / "dags_notifications"),
-        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
-        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-        "AIRFLOW__CORE__PARALLELISM": "4",
-        "AIRFLOW__CORE__FERNET_KEY": Fernet.generate_key().decode(),
-        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{api_url}/execution/",
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
-        "AIRFLOW__API__HOST": "127.0.0.1",
-        "AIRFLOW__API__PORT": str(api_port),
-        "AIRFLOW__API__BASE_URL": api_url,
-        "AIRFLOW__API__WORKERS": "1",
-        "AIRFLOW__AGORA__NOTIFICATIONS_RECEIVER": "True",
-        "AIRFLOW__API__SECRET_KEY": secrets.token_urlsafe(16),
-        "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(64),
-        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
-        "AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES": "1",
-        "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
-        "AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL": "1",
-        "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "1",
-        "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
-        "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
-        "AIRFLOW_CONN_AGORA_DEFAULT": connection,
-        "AIRFLOW_CONN_AGORA_NCS_REDIS": redis_server.connection_uri(),
-    }
-    migrate = subprocess.run([AIRFLOW, "db", "migrate"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert migrate.returncode == 0, migrate.stdout[-3000:] + migrate.stderr[-3000:]
-    airflow = Cluster(home=home, env=env, api_url=api_url, simulator=simulator)
     try:
-        airflow.start("api-server", "api-server", "--host", "127.0.0.1", "--port", str(api_port), "--workers", "1")
-        airflow.start("scheduler", "scheduler", "--skip-serve-logs")
-        airflow.start("dag-processor", "dag-processor")
-        airflow.start("triggerer", "triggerer", "--skip-serve-logs")
-        airflow.start("triggerer-2", "triggerer", "--skip-serve-logs")
-
-        def token() -> str | None:
-            answer = airflow.get_json("/auth/token")
-            return answer.get("access_token") if answer else None
-
-        airflow.token = airflow.wait_for("the API server to hand out a token", token, STARTUP_TIMEOUT)
-
-        def dags_ready() -> bool:
-            dags = [airflow.get_json(f"/api/v2/dags/{dag_id}") for dag_id in (WAIT_DAG, ASSET_DAG)]
-            return all(dag and not dag["is_paused"] for dag in dags)
-
-        airflow.wait_for("the notification DAGs to be parsed and unpaused", dags_ready, STARTUP_TIMEOUT)
-        yield airflow
+        env = cluster_env(
+            home,
+            api_port=api_port,
+            database_url=postgres_database_url,
+            dags_folder=ROOT / "tests" / "dags_notifications",
+            AIRFLOW__AGORA__NOTIFICATIONS_RECEIVER="True",
+            AIRFLOW_CONN_AGORA_DEFAULT=connection_json(
+                simulator.url, ncs_secret=NCS_SECRET, redis_conn_id="agora_ncs_redis"
+            ),
+            AIRFLOW_CONN_AGORA_NCS_REDIS=redis_server.connection_uri(),
+        )
+        with running_cluster(
+            home, env, simulator, triggerers=["triggerer", "triggerer-2"], dag_ids=[WAIT_DAG, ASSET_DAG]
+        ) as airflow:
+            yield airflow
     finally:
-        airflow.stop_all()
         simulator.stop()
 
 
@@ -148,7 +115,7 @@ def test_a_real_triggerer_ends_a_ten_minute_poll_on_the_uploaded_notification(ag
     wait_until_recording(cluster, recording)
     run_id = cluster.trigger({"resource_id": recording["resource_id"], "sid": recording["sid"]}, dag_id=WAIT_DAG)
     cluster.wait_for("the wait to be deferred", lambda: cluster.task_state(run_id) == "deferred", 120)
-    wait_scheduler_saw_deferral(cluster, run_id)  # an Airflow race otherwise (see test_triggerer)
+    wait_scheduler_saw_deferral(cluster, run_id)  # an Airflow race otherwise (see airflow_cluster)
     stop(recording)
     cluster.wait_for("the wait to succeed", lambda: cluster.task_state(run_id) == "success", 120)
     result = cluster.get_json(f"/api/v2/dags/{WAIT_DAG}/dagRuns/{run_id}/taskInstances/wait/xcomEntries/return_value")[

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import select
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -13,16 +12,12 @@ from pathlib import Path
 import pytest
 import requests
 
+from tests.support import free_port
+
 AUTH = ("sim-customer", "sim-secret")
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 # --- CLI ------------------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])

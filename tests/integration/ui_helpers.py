@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import requests
+
+from tests.support import free_port
 
 CHROMIUM = "/usr/bin/chromium"
 # Flags known to work for headless Debian Chromium as root on a machine with a closed network.
@@ -32,12 +33,6 @@ CHROMIUM_ARGS = [
 ]
 BOOT_TIMEOUT = 180.0
 MIGRATE_TIMEOUT = 300.0
-
-
-def free_loopback_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def tail(path: Path, lines: int = 60) -> str:
@@ -76,7 +71,7 @@ class AirflowApiServer:
 
     def __init__(self, home: Path) -> None:
         self.home = home
-        self.port = free_loopback_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = home / "api-server.log"
         self.env = airflow_env(home, AIRFLOW__API__HOST="127.0.0.1", AIRFLOW__API__PORT=str(self.port))

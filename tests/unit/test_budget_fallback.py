@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -22,7 +21,7 @@ import pytest
 from airflow_provider_agora import _rate_limit, _shared_budget
 from airflow_provider_agora.hooks.agora import AgoraAsyncHook, AgoraHook
 from airflow_provider_agora.simulator import AgoraSimulator
-from tests.support import FAST_RETRIES, RedisServer, connection_json
+from tests.support import FAST_RETRIES, RedisServer, connection_json, free_port
 
 REDIS_CONN_ID = "agora_budget_redis"
 POLLS = 5
@@ -36,9 +35,7 @@ BACK = "back to the shared Agora request budget"
 
 def _closed_port() -> int:
     """A loopback port nothing listens on: Redis there refuses every connection at once."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+    return free_port()
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import json
-import socket
 import time
 from email.utils import formatdate
 from typing import Any
@@ -30,7 +29,16 @@ from airflow_provider_agora.exceptions import (
 )
 from airflow_provider_agora.hooks.agora import AgoraHook
 from tests import agora_bodies as bodies
-from tests.support import APP_ID, CUSTOMER_ID, CUSTOMER_SECRET, FAST_RETRIES, ScriptedAgora, connection_json, redact
+from tests.support import (
+    APP_ID,
+    CUSTOMER_ID,
+    CUSTOMER_SECRET,
+    FAST_RETRIES,
+    ScriptedAgora,
+    connection_json,
+    free_port,
+    redact,
+)
 
 PRIMARY = "https://api.agora.io"
 SECONDARY = "https://api.sd-rtn.com"
@@ -55,9 +63,7 @@ def real_failure(url: str) -> requests.ConnectionError:
 
 
 def closed_port_url() -> str:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return f"http://127.0.0.1:{probe.getsockname()[1]}/"
+    return f"http://127.0.0.1:{free_port()}/"
 
 
 CONNECTION_REFUSED = real_failure(closed_port_url())

@@ -28,7 +28,7 @@ from airflow_provider_agora.exceptions import (
 from airflow_provider_agora.hooks.agora import AgoraAsyncHook, AgoraHook, RetryPolicy
 from airflow_provider_agora.simulator import AgoraSimulator
 from tests import agora_bodies as bodies
-from tests.support import ScriptedAgora, connection_json
+from tests.support import ScriptedAgora, connection_json, free_port
 
 RID = "JyvK8nXHuV1BE64GDkAaBGEscvtHW7v8"
 SID = "38f8e3cfdc474cd56fc1ceba380d7e1a"
@@ -83,10 +83,7 @@ class FaultyServer:
 
 @contextmanager
 def refused() -> Iterator[str]:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    yield f"http://127.0.0.1:{port}"
+    yield f"http://127.0.0.1:{free_port()}"
 
 
 @contextmanager
