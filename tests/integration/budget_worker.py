@@ -15,15 +15,21 @@ went. It never exits non-zero for an Agora error: it counts them.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import json
 import os
 import resource
+import shutil
 import sys
 import tempfile
 import time
 from typing import Any
 
-os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="agora-budget-worker-"))
+# setdefault would make the folder even when the test gives a home; run by hand, the worker makes
+# a throw-away one and removes it at exit.
+if "AIRFLOW_HOME" not in os.environ:
+    os.environ["AIRFLOW_HOME"] = tempfile.mkdtemp(prefix="agora-budget-worker-")
+    atexit.register(shutil.rmtree, os.environ["AIRFLOW_HOME"], ignore_errors=True)
 
 from airflow_provider_agora.exceptions import AgoraError
 from airflow_provider_agora.hooks.agora import AgoraAsyncHook, AgoraHook, RetryPolicy
