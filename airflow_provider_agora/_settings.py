@@ -13,6 +13,7 @@ from airflow_provider_agora._connection_form import (
     DEFAULT_MAX_REQUESTS_PER_SECOND,
     DEFAULT_TIMEOUT_SECONDS,
 )
+from airflow_provider_agora._redis import RedisSettings, redis_settings_of
 from airflow_provider_agora.exceptions import AgoraConfigurationError
 
 # Agora's two primary domains: the documented practice is to switch to the other one when a
@@ -24,33 +25,7 @@ PRIMARY_BASE_URLS = ("https://api.agora.io", "https://api.sd-rtn.com")
 # budget for itself: conservative, because nobody knows how many processes do the same.
 DEFAULT_REDIS_FALLBACK_SHARE = 0.1
 
-# What Airflow's redis provider accepts for ``ssl_cert_reqs`` (redis-py's names), its default first.
-SSL_CERT_REQS = ("required", "optional", "none")
-DEFAULT_SSL_CERT_REQS = SSL_CERT_REQS[0]
-_TRUE = ("true", "1", "yes", "on")
-_FALSE = ("false", "0", "no", "off", "")
-
-__all__ = ["AgoraSettings", "RedisSettings"]
-
-
-@dataclass(frozen=True)
-class RedisSettings:
-    """Where the account's shared request budget lives: an Airflow connection of type ``redis``."""
-
-    conn_id: str
-    host: str
-    port: int
-    db: int
-    ssl: bool
-    username: str | None = None
-    password: str | None = field(default=None, repr=False)
-    #: The TLS options of Airflow's redis provider, passed to redis-py only with ``ssl``.
-    ssl_cert_reqs: str = DEFAULT_SSL_CERT_REQS
-    ssl_ca_certs: str | None = None
-    ssl_keyfile: str | None = None
-    ssl_certfile: str | None = None
-    #: None: redis-py's own default (True from redis-py 6, False before), as the redis provider leaves it.
-    ssl_check_hostname: bool | None = None
+__all__ = ["AgoraSettings"]
 
 
 @dataclass(frozen=True)
@@ -241,77 +216,11 @@ def settings_of(conn_id: str, conn: Any) -> AgoraSettings:
     return settings
 
 
-def _redis_flag(conn_id: str, name: str, value: Any) -> bool | None:
-    """A yes/no extra field of a Redis connection: JSON true/false, or a URI's "true"/"false"/"1"/"0"
-    (also yes/no, on/off); None when absent."""
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, int) and value in (0, 1):
-        return bool(value)
-    if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
-        return value.strip().lower() in _TRUE
-    raise AgoraConfigurationError(
-        f"Extra field {name!r} of Redis connection {conn_id!r} must be true or false, got {value!r}."
-    )
-
-
-def _redis_path(conn_id: str, name: str, value: Any) -> str | None:
-    if value in (None, ""):
-        return None
-    if not isinstance(value, str):
-        raise AgoraConfigurationError(
-            f"Extra field {name!r} of Redis connection {conn_id!r} must be the path of a PEM file, got {value!r}."
-        )
-    return value
-
-
 def with_redis(settings: AgoraSettings, conn: Any) -> AgoraSettings:
-    """``settings`` with the Redis connection its ``redis_conn_id`` names (``conn`` None: it does not exist).
-
-    Read as Airflow's redis provider reads it: host, port, login, password ("none"/"false" mean
-    none), extra ``db`` (here also the schema, a URI's path), and the extra fields ``ssl``,
-    ``ssl_cert_reqs``, ``ssl_ca_certs``, ``ssl_keyfile``, ``ssl_certfile``, ``ssl_check_hostname``.
-    """
-    from airflow_provider_agora._compat import mask_secret
-
+    """``settings`` with the Redis connection its ``redis_conn_id`` names (``conn`` None: it does not exist)."""
     if conn is None:
         raise AgoraConfigurationError(
             f"Connection {settings.conn_id!r} names redis_conn_id {settings.redis_conn_id!r}, which does not exist: "
             f"create a connection of type redis with that id, or remove redis_conn_id to keep the budget per process."
         )
-    conn_id = str(settings.redis_conn_id)
-    extra = conn.extra_dejson if conn.extra else {}
-    password = None if str(conn.password).lower() in ("none", "false", "") else conn.password
-    if password:
-        mask_secret(password)
-    try:
-        db = int(extra.get("db") or conn.schema or 0)
-    except (TypeError, ValueError):
-        raise AgoraConfigurationError(
-            f"Redis connection {settings.redis_conn_id!r} has db {extra.get('db')!r}: use a database number such as 0."
-        ) from None
-    cert_reqs = extra.get("ssl_cert_reqs")
-    if cert_reqs in (None, ""):
-        cert_reqs = DEFAULT_SSL_CERT_REQS
-    elif not isinstance(cert_reqs, str) or cert_reqs.strip().lower() not in SSL_CERT_REQS:
-        raise AgoraConfigurationError(
-            f"Extra field 'ssl_cert_reqs' of Redis connection {conn_id!r} must be one of "
-            f"{', '.join(SSL_CERT_REQS)}, got {cert_reqs!r}."
-        )
-    redis = RedisSettings(
-        conn_id=conn_id,
-        host=conn.host or "localhost",
-        port=int(conn.port or 6379),
-        db=db,
-        ssl=bool(_redis_flag(conn_id, "ssl", extra.get("ssl"))),
-        username=conn.login or None,
-        password=password,
-        ssl_cert_reqs=cert_reqs.strip().lower(),
-        ssl_ca_certs=_redis_path(conn_id, "ssl_ca_certs", extra.get("ssl_ca_certs")),
-        ssl_keyfile=_redis_path(conn_id, "ssl_keyfile", extra.get("ssl_keyfile")),
-        ssl_certfile=_redis_path(conn_id, "ssl_certfile", extra.get("ssl_certfile")),
-        ssl_check_hostname=_redis_flag(conn_id, "ssl_check_hostname", extra.get("ssl_check_hostname")),
-    )
-    return replace(settings, redis=redis)
+    return replace(settings, redis=redis_settings_of(str(settings.redis_conn_id), conn))

@@ -13,8 +13,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any, Literal, cast, get_args
 
+from airflow_provider_agora._client.protocol import check_path_parameter, check_recording_mode
 from airflow_provider_agora._connection_form import DEFAULT_CONN_ID
-from airflow_provider_agora._protocol import check_path_parameter, check_recording_mode
 from airflow_provider_agora.exceptions import (
     AgoraApiError,
     AgoraConfigurationError,

@@ -85,7 +85,7 @@ _HOME = Path(tempfile.mkdtemp(prefix="agora-ncs-bench-"))
 os.environ["AIRFLOW_HOME"] = str(_HOME / "client")
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 
-from airflow_provider_agora._notification_store import notification_keys  # noqa: E402
+from airflow_provider_agora._ncs.store import notification_keys  # noqa: E402
 from airflow_provider_agora.notifications import namespace_of, sign  # noqa: E402  (stdlib only)
 from tests.integration.ui_helpers import AirflowApiServer  # noqa: E402
 from tests.support import CUSTOMER_ID, RedisServer, connection_json  # noqa: E402
@@ -544,7 +544,7 @@ def resend(
 PROBE = r"""
 import json, statistics, sys, time, uuid
 sys.path.insert(0, sys.argv[1])
-from airflow_provider_agora import _receiver
+from airflow_provider_agora._ncs import receiver as _receiver
 from airflow_provider_agora.notifications import parse_notification, sign, verify_signature
 secret, bodies = sys.argv[2], json.loads(sys.stdin.read())
 

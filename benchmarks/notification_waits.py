@@ -72,7 +72,7 @@ from tests.support import APP_ID, CUSTOMER_ID, CUSTOMER_SECRET, RedisServer, con
 if TYPE_CHECKING:
     from airflow.triggers.base import BaseTrigger
 
-from airflow_provider_agora._notification_store import notification_keys  # noqa: E402
+from airflow_provider_agora._ncs.store import notification_keys  # noqa: E402
 from airflow_provider_agora.notifications import namespace_of  # noqa: E402
 from airflow_provider_agora.simulator import max_in_sliding_second  # noqa: E402
 
@@ -282,7 +282,8 @@ async def _lag_monitor(samples: list[tuple[float, float]]) -> None:
 async def _run_triggers(
     make: Callable[[dict[str, Any]], BaseTrigger], recordings: list[dict[str, Any]], result: Scenario
 ) -> list[Ended]:
-    from airflow_provider_agora import _notification_reader, _shared_budget
+    from airflow_provider_agora._client import shared_budget as _shared_budget
+    from airflow_provider_agora._ncs import reader as _notification_reader
     from airflow_provider_agora.hooks.agora import AgoraAsyncHook
 
     loop = asyncio.get_running_loop()
@@ -652,7 +653,7 @@ def _version(name: str) -> str:
 def _warm_up(simulator: NotifyingSimulator, conn_id: str) -> None:
     """One query and one follow on a throw-away event loop, so that one-time imports and set-up
     (httpx, redis.asyncio, the reader's modules) are not counted as the waits' memory."""
-    from airflow_provider_agora import _shared_budget
+    from airflow_provider_agora._client import shared_budget as _shared_budget
     from airflow_provider_agora.hooks.agora import AgoraAsyncHook
 
     (recording,) = simulator.control("POST", "recordings", {"end_times": [time.time() + 3600]})

@@ -211,11 +211,11 @@ def _anchor_trigger_class() -> type[BaseTrigger]:
     import tenacity
     from airflow.triggers.base import BaseTrigger, TriggerEvent
 
+    from airflow_provider_agora._client.protocol import JSON_HEADERS, interpret_response, session_endpoint
+    from airflow_provider_agora._client.retry import is_retryable
+    from airflow_provider_agora._client.transport import USER_AGENT
     from airflow_provider_agora._compat import aget_connection
-    from airflow_provider_agora._protocol import JSON_HEADERS, interpret_response, session_endpoint
-    from airflow_provider_agora._retry import is_retryable
     from airflow_provider_agora._settings import settings_of
-    from airflow_provider_agora._transport import USER_AGENT
     from airflow_provider_agora._waiting import (
         Outcome,
         WaitMemory,

@@ -18,17 +18,18 @@ os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 
 import pytest  # noqa: E402
 
-from airflow_provider_agora import _rate_limit  # noqa: E402
 from airflow_provider_agora.simulator import AgoraSimulator  # noqa: E402
+from airflow_provider_agora.testing import reset_process_state  # noqa: E402
 from tests.support import APP_ID, CUSTOMER_ID, CUSTOMER_SECRET, ScriptedAgora, connection_json  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
-def fresh_rate_limiters() -> Iterator[None]:
-    """Each test gets its own per-process request budget, as a fresh worker process would."""
-    _rate_limit._spacers.clear()
+def fresh_process_state() -> Iterator[None]:
+    """Each test starts with what a fresh worker process holds: its own request budgets, no
+    connection read by the receiver."""
+    reset_process_state()
     yield
-    _rate_limit._spacers.clear()
+    reset_process_state()
 
 
 @pytest.fixture

@@ -17,14 +17,8 @@ import weakref
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_agora._compat import AirflowNotFoundException, BaseHook, aget_connection
-from airflow_provider_agora._connection_form import (
-    CONNECTION_TYPE,
-    DEFAULT_CONN_ID,
-    HOOK_NAME,
-    legacy_ui_field_behaviour,
-)
-from airflow_provider_agora._protocol import (
+from airflow_provider_agora._client.budget import Priority
+from airflow_provider_agora._client.protocol import (
     Endpoint,
     acquire_endpoint,
     check_cname,
@@ -32,10 +26,16 @@ from airflow_provider_agora._protocol import (
     session_endpoint,
     start_endpoint,
 )
-from airflow_provider_agora._rate_limit import Priority
-from airflow_provider_agora._retry import RetryPolicy
+from airflow_provider_agora._client.retry import RetryPolicy
+from airflow_provider_agora._client.transport import Transport
+from airflow_provider_agora._compat import AirflowNotFoundException, BaseHook, aget_connection
+from airflow_provider_agora._connection_form import (
+    CONNECTION_TYPE,
+    DEFAULT_CONN_ID,
+    HOOK_NAME,
+    legacy_ui_field_behaviour,
+)
 from airflow_provider_agora._settings import AgoraSettings, missing_connection, settings_of, with_redis
-from airflow_provider_agora._transport import Transport
 from airflow_provider_agora.exceptions import (
     AgoraApiError,
     AgoraAuthenticationError,
@@ -49,8 +49,8 @@ if TYPE_CHECKING:
     import httpx
     import requests
 
-    from airflow_provider_agora._notification_reader import Subscription
-    from airflow_provider_agora._notification_store import NotificationStore
+    from airflow_provider_agora._ncs.reader import Subscription
+    from airflow_provider_agora._ncs.store import NotificationStore
     from airflow_provider_agora.notifications import Notification
 
 __all__ = ["AgoraAsyncHook", "AgoraHook", "AgoraSettings", "RetryPolicy"]
@@ -217,7 +217,7 @@ class AgoraHook(_AgoraHookBase):
         """The connection's notification store, made on first use: one Redis client per hook, for the
         reads of ``notifications`` and the registrations of ``start``."""
         if self._notification_store is None:
-            from airflow_provider_agora._notification_store import NotificationStore
+            from airflow_provider_agora._ncs.store import NotificationStore
 
             settings = self.settings
             assert settings.redis is not None and settings.notification_namespaces
@@ -273,7 +273,7 @@ class AgoraHook(_AgoraHookBase):
         settings = self.settings
         if settings.redis is None or not settings.receives_notifications or not isinstance(sid, str) or not sid:
             return
-        from airflow_provider_agora._notification_store import register_started
+        from airflow_provider_agora._ncs.store import register_started
 
         now_ms = int(time.time() * 1000)
         registration = {
@@ -514,7 +514,7 @@ class AgoraAsyncHook(_AgoraHookBase):
         settings = await self.get_settings()
         if settings.redis is None or not settings.receives_notifications:
             return None
-        from airflow_provider_agora._notification_reader import reader_for
+        from airflow_provider_agora._ncs.reader import reader_for
 
         return await reader_for(settings.redis, settings.customer_id, settings.notification_namespaces).follow(sid)
 

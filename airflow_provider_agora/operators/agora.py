@@ -5,6 +5,14 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, cast, get_args
 
+from airflow_provider_agora._client.protocol import (
+    CODE_INVALID_OPERATION,
+    check_cname,
+    check_recording_mode,
+    check_uid,
+    code_number,
+)
+from airflow_provider_agora._client.retry import RetryPolicy
 from airflow_provider_agora._compat import (
     AirflowFailException,
     AirflowSkipException,
@@ -14,14 +22,6 @@ from airflow_provider_agora._compat import (
     push_keys,
 )
 from airflow_provider_agora._connection_form import DEFAULT_CONN_ID
-from airflow_provider_agora._protocol import (
-    CODE_INVALID_OPERATION,
-    check_cname,
-    check_recording_mode,
-    check_uid,
-    code_number,
-)
-from airflow_provider_agora._retry import RetryPolicy
 from airflow_provider_agora.exceptions import (
     AgoraApiError,
     AgoraConfigurationError,

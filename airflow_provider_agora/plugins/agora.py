@@ -2,7 +2,7 @@
 
 Registered through the ``airflow.plugins`` entry point. Only where ``[agora] notifications_receiver``
 is on (``AIRFLOW__AGORA__NOTIFICATIONS_RECEIVER=True``; off by default) it mounts the receiver
-(``airflow_provider_agora._receiver``) at ``/agora``, so Agora Console's notification URL is
+(``airflow_provider_agora._ncs.receiver``) at ``/agora``, so Agora Console's notification URL is
 ``https://<your API server>/agora/ncs/<agora connection id>``. Installing the provider alone adds no
 route that strangers can reach, and the receiver's code is not even imported. Airflow 2 has no
 FastAPI apps in plugins: there the plugin is empty and the rest of the provider works as before.
@@ -48,7 +48,7 @@ def _fastapi_apps() -> list[dict[str, Any]]:
 
         if int(__version__.split(".")[0]) < 3 or not receiver_enabled():
             return []
-        from airflow_provider_agora._receiver import create_app
+        from airflow_provider_agora._ncs.receiver import create_app
 
         return [{"app": create_app(), "url_prefix": URL_PREFIX, "name": "Agora Cloud Recording notifications"}]
     except ImportError:  # no FastAPI here: nothing to mount

@@ -511,6 +511,6 @@ def _now_ms() -> int:
 
 
 def _retention_ms() -> int:
-    from airflow_provider_agora._notification_store import STARTED_TTL_SECONDS
+    from airflow_provider_agora._ncs.store import STARTED_TTL_SECONDS
 
     return STARTED_TTL_SECONDS * 1000

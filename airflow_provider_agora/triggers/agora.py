@@ -31,7 +31,7 @@ from airflow_provider_agora.hooks.agora import AgoraAsyncHook
 from airflow_provider_agora.results import RecordingResult
 
 if TYPE_CHECKING:
-    from airflow_provider_agora._notification_reader import Subscription
+    from airflow_provider_agora._ncs.reader import Subscription
 
 __all__ = ["AgoraRecordingQueryTrigger"]
 

@@ -51,8 +51,8 @@ from airflow_provider_agora._connection_form import DEFAULT_CONN_ID
 from airflow_provider_agora.triggers._backstop import _Backstop, _Keys
 
 if TYPE_CHECKING:
-    from airflow_provider_agora._notification_store import UnreadableEntries
-    from airflow_provider_agora._settings import RedisSettings
+    from airflow_provider_agora._ncs.store import UnreadableEntries
+    from airflow_provider_agora._redis import RedisSettings
     from airflow_provider_agora.hooks.agora import AgoraAsyncHook
     from airflow_provider_agora.notifications import Notification
 
@@ -172,7 +172,7 @@ class AgoraRecordingNotificationTrigger(BaseEventTrigger):
     async def run(self) -> AsyncIterator[TriggerEvent]:
         import redis
 
-        from airflow_provider_agora._notification_store import UnreadableEntries
+        from airflow_provider_agora._ncs.store import UnreadableEntries
         from airflow_provider_agora.hooks.agora import AgoraAsyncHook
 
         hook = AgoraAsyncHook(self.agora_conn_id)
@@ -211,7 +211,7 @@ class AgoraRecordingNotificationTrigger(BaseEventTrigger):
     async def _redis_and_keys(self, hook: AgoraAsyncHook) -> tuple[RedisSettings, list[dict[str, str]]]:
         """The connection's Redis and the notification keys of each namespace it reads; refuses a
         connection that cannot receive notifications before the watcher starts waiting on nothing."""
-        from airflow_provider_agora._notification_store import notification_keys
+        from airflow_provider_agora._ncs.store import notification_keys
         from airflow_provider_agora.exceptions import AgoraConfigurationError
 
         settings = await hook.get_settings()
@@ -302,7 +302,7 @@ class _StreamReader:
 
     async def ready(self) -> None:
         """Connect if not connected, and make the consumer groups if they are not known to exist."""
-        from airflow_provider_agora._notification_reader import async_client
+        from airflow_provider_agora._redis import async_client
 
         if self.client is None:
             self.client = async_client(self.settings, block_ms=_BLOCK_MS)

@@ -39,7 +39,7 @@ from unittest import mock
 
 import pytest
 
-from airflow_provider_agora import _rate_limit, _settings
+from airflow_provider_agora import _settings
 from airflow_provider_agora._compat import (
     AirflowFailException,
     AirflowRescheduleException,
@@ -50,6 +50,7 @@ from airflow_provider_agora._compat import (
 from airflow_provider_agora.exceptions import AgoraRateLimitError
 from airflow_provider_agora.hooks.agora import AgoraAsyncHook, AgoraHook, RetryPolicy
 from airflow_provider_agora.sensors.agora import AgoraRecordingQuerySensor
+from airflow_provider_agora.testing import reset_process_state
 from tests import agora_bodies as bodies
 from tests.support import (
     CUSTOMER_ID,
@@ -669,7 +670,7 @@ def _scripted_answers(case: Case) -> list[ScriptedAnswer]:
 
 
 def run_case(case: Case, mode: str, scripted: ScriptedAgora, caplog: pytest.LogCaptureFixture) -> Run:
-    _rate_limit._spacers.clear()  # a fresh worker process, with its own request budget
+    reset_process_state()  # a fresh worker process, with its own request budget
     scripted.script(*case.answers)
     first_request, first_record = len(scripted.times), len(caplog.records)
     store = TaskStateStore() if HAS_TASK_STATE_STORE else None

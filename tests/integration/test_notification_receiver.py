@@ -25,7 +25,7 @@ except ImportError:
         "the receiver is an Airflow 3 API-server plugin; Airflow 2 has no FastAPI apps", allow_module_level=True
     )
 
-from airflow_provider_agora._notification_store import notification_keys
+from airflow_provider_agora._ncs.store import notification_keys
 from airflow_provider_agora.notifications import namespace_of, sign
 from airflow_provider_agora.simulator import AgoraSimulator
 from tests.integration.ui_helpers import AirflowApiServer

@@ -27,8 +27,8 @@ try:
 except ImportError:
     pytest.skip("asset watchers (BaseEventTrigger) need Airflow 3", allow_module_level=True)
 
-from airflow_provider_agora._notification_store import NotificationStore, notification_keys
-from airflow_provider_agora._settings import RedisSettings
+from airflow_provider_agora._ncs.store import NotificationStore, notification_keys
+from airflow_provider_agora._redis import RedisSettings
 from airflow_provider_agora.hooks.agora import AgoraAsyncHook, AgoraHook
 from airflow_provider_agora.notifications import Notification, namespace_of, parse_notification
 from airflow_provider_agora.simulator import STARTUP_TIMELINE, AgoraSimulator

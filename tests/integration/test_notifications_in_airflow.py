@@ -15,7 +15,7 @@ if not airflow.__version__.startswith("3."):
         allow_module_level=True,
     )
 
-from airflow_provider_agora._notification_store import notification_keys
+from airflow_provider_agora._ncs.store import notification_keys
 from airflow_provider_agora.hooks.agora import AgoraHook
 from airflow_provider_agora.notifications import namespace_of
 from airflow_provider_agora.simulator import AgoraSimulator

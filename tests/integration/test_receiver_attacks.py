@@ -29,8 +29,8 @@ try:
 except ImportError:
     pytest.skip("the receiver is an Airflow 3 API-server plugin", allow_module_level=True)
 
-from airflow_provider_agora._notification_store import notification_keys
-from airflow_provider_agora._receiver_connections import LOOKUP_BURST, LOOKUPS_PER_SECOND
+from airflow_provider_agora._ncs.receiver_connections import LOOKUP_BURST, LOOKUPS_PER_SECOND
+from airflow_provider_agora._ncs.store import notification_keys
 from airflow_provider_agora.notifications import namespace_of, sign
 from tests.integration.ui_helpers import AirflowApiServer
 from tests.support import CUSTOMER_ID, RedisServer, connection_json

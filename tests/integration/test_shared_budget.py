@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_agora._shared_budget import key_prefix
+from airflow_provider_agora._redis import key_prefix
 from airflow_provider_agora.simulator import AgoraSimulator, max_in_sliding_second
 from tests.support import APP_ID, CUSTOMER_ID, CUSTOMER_SECRET, RedisServer, connection_json, running_redis
 

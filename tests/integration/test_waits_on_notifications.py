@@ -23,7 +23,7 @@ except ImportError:
     pytest.skip("notifications are received by an Airflow 3 API-server plugin", allow_module_level=True)
 
 from airflow_provider_agora._compat import TaskDeferred
-from airflow_provider_agora._notification_store import notification_keys
+from airflow_provider_agora._ncs.store import notification_keys
 from airflow_provider_agora.hooks.agora import AgoraAsyncHook, AgoraHook
 from airflow_provider_agora.notifications import namespace_of
 from airflow_provider_agora.sensors.agora import AgoraRecordingQuerySensor

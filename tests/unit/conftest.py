@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_agora._notification_store import NotificationStore, notification_keys
-from airflow_provider_agora._settings import RedisSettings
+from airflow_provider_agora._ncs.store import NotificationStore, notification_keys
+from airflow_provider_agora._redis import RedisSettings
 from airflow_provider_agora.notifications import Notification, namespace_of, parse_notification
 from tests.support import CUSTOMER_ID, RedisServer, connection_json, running_redis
 

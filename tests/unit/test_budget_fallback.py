@@ -18,7 +18,8 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_agora import _rate_limit, _shared_budget
+from airflow_provider_agora._client import budget as _rate_limit
+from airflow_provider_agora._client import shared_budget as _shared_budget
 from airflow_provider_agora.hooks.agora import AgoraAsyncHook, AgoraHook
 from airflow_provider_agora.simulator import AgoraSimulator
 from tests.support import FAST_RETRIES, RedisServer, connection_json, free_port

@@ -12,7 +12,7 @@ import pytest
 import requests
 import requests_mock as rm
 
-from airflow_provider_agora._retry import RetryPolicy
+from airflow_provider_agora._client.retry import RetryPolicy
 from airflow_provider_agora.exceptions import (
     AgoraApiError,
     AgoraAuthenticationError,

@@ -12,9 +12,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
-from airflow_provider_agora import _notification_reader
-from airflow_provider_agora._notification_reader import Subscription
-from airflow_provider_agora._notification_store import (
+from airflow_provider_agora._ncs import reader as _notification_reader
+from airflow_provider_agora._ncs.reader import Subscription
+from airflow_provider_agora._ncs.store import (
     DEDUPE_WINDOW_SECONDS,
     FUTURE_SKEW_SECONDS,
     MARK_TTL_SECONDS,

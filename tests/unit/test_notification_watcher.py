@@ -23,7 +23,7 @@ try:
 except ImportError:
     pytest.skip("asset watchers (BaseEventTrigger) need Airflow 3", allow_module_level=True)
 
-from airflow_provider_agora._notification_store import STARTED_TTL_SECONDS
+from airflow_provider_agora._ncs.store import STARTED_TTL_SECONDS
 from airflow_provider_agora.exceptions import AgoraConfigurationError
 from airflow_provider_agora.hooks.agora import AgoraAsyncHook, AgoraHook
 from airflow_provider_agora.simulator import STARTUP_TIMELINE, AgoraSimulator, RequestRecord

@@ -574,7 +574,7 @@ def test_the_receiver_dates_the_largest_notify_ms_it_can_parse(monkeypatch: pyte
     """The receiver ages a notification from its ``notifyMs``: the largest value the parser lets through
     (year 287396) is refused as future-dated, a 400 Agora does not resend, not an error (a 500) it resends."""
     pytest.importorskip("fastapi", reason="the receiver is an Airflow 3 API-server plugin; Airflow 2 has no FastAPI")
-    from airflow_provider_agora._receiver import handle_notification
+    from airflow_provider_agora._ncs.receiver import handle_notification
 
     conn_id = "agora_largest_notify_ms"  # an id of its own: the receiver caches connections by id
     monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", connection_json("", ncs_secret=SECRET))

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from airflow_provider_agora._rate_limit import Priority, RequestSpacer, Ticket, spacer_for
+from airflow_provider_agora._client.budget import Priority, RequestSpacer, Ticket, spacer_for
 from airflow_provider_agora.hooks.agora import AgoraHook
 from airflow_provider_agora.simulator import AgoraSimulator
 from tests.support import FAST_RETRIES, max_in_sliding_second

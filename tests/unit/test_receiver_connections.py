@@ -9,7 +9,7 @@ import uuid
 
 import pytest
 
-from airflow_provider_agora._receiver_connections import (
+from airflow_provider_agora._ncs.receiver_connections import (
     LOOKUP_BURST,
     LOOKUPS_PER_SECOND,
     MAX_REFUSED_IDS,
@@ -113,7 +113,7 @@ def test_every_connection_of_one_redis_shares_one_client(
 def test_a_known_connection_is_read_again_even_while_made_up_ids_exhaust_the_budget(
     receiving: _Connections, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from airflow_provider_agora import _receiver_connections
+    from airflow_provider_agora._ncs import receiver_connections as _receiver_connections
 
     assert isinstance(receiving.get("agora_default"), Found)
     flood = [receiving.get(uuid.uuid4().hex) for _ in range(LOOKUP_BURST * 5)]

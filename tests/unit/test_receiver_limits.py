@@ -21,7 +21,7 @@ import pytest
 try:
     import uvicorn
 
-    from airflow_provider_agora._receiver import create_app
+    from airflow_provider_agora._ncs.receiver import create_app
 except ImportError:  # Airflow 2 has neither FastAPI nor uvicorn
     pytest.skip(
         "the receiver is an Airflow 3 API-server plugin; Airflow 2 has no FastAPI apps", allow_module_level=True
@@ -29,7 +29,7 @@ except ImportError:  # Airflow 2 has neither FastAPI nor uvicorn
 
 import httpx
 
-from airflow_provider_agora._receiver_connections import connections
+from airflow_provider_agora._ncs.receiver_connections import forget_connections
 from airflow_provider_agora.notifications import parse_notification, sign
 from tests.unit.conftest import NCS_SECRET, Ncs
 
@@ -85,10 +85,10 @@ def agora(ncs: Ncs, receiver: ServedReceiver) -> Iterator[httpx.Client]:
     The receiver caches connections process-wide for 30 s: cleared, so that this test's
     ``AIRFLOW_CONN_*`` (and its Redis) are the ones read."""
     ncs.connect(NCS_SECRET)
-    connections.clear()
+    forget_connections()
     with httpx.Client(base_url=receiver.url, trust_env=False, timeout=TIMEOUT) as client:
         yield client
-    connections.clear()
+    forget_connections()
 
 
 def recording_file(n: int) -> dict[str, Any]:

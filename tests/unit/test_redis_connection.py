@@ -20,8 +20,7 @@ from urllib.parse import quote, urlencode
 
 import pytest
 
-from airflow_provider_agora._settings import RedisSettings
-from airflow_provider_agora._shared_budget import client_options
+from airflow_provider_agora._redis import RedisSettings, client_options
 from airflow_provider_agora.exceptions import AgoraConfigurationError
 from airflow_provider_agora.hooks.agora import AgoraHook
 from tests.support import connection_json, free_port

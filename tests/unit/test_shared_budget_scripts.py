@@ -20,10 +20,10 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_agora import _shared_budget
-from airflow_provider_agora._rate_limit import Priority
+from airflow_provider_agora._client import shared_budget as _shared_budget
+from airflow_provider_agora._client.budget import Priority
+from airflow_provider_agora._client.shared_budget import SharedBudget, _keys
 from airflow_provider_agora._settings import AgoraSettings, settings_from_connection, with_redis
-from airflow_provider_agora._shared_budget import SharedBudget, _keys
 from airflow_provider_agora.hooks.agora import AgoraHook
 from tests.support import CUSTOMER_ID, CUSTOMER_SECRET, RedisServer, connection_json, redact
 

@@ -22,8 +22,9 @@ pytest.importorskip(
     "redis", reason="notifications and the shared request budget need the redis extra (airflow-provider-agora[redis])"
 )
 
-from airflow_provider_agora import _notification_reader, _shared_budget
+from airflow_provider_agora._client import shared_budget as _shared_budget
 from airflow_provider_agora._compat import TaskDeferred
+from airflow_provider_agora._ncs import reader as _notification_reader
 from airflow_provider_agora._waiting import Decision, Outcome, WaitMemory, WaitSpec, decide_on_notifications
 from airflow_provider_agora.hooks.agora import AgoraAsyncHook, AgoraHook
 from airflow_provider_agora.notifications import Notification, parse_notification

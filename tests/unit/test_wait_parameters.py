@@ -18,9 +18,9 @@ from typing import Any, get_args
 
 import pytest
 
+from airflow_provider_agora._client.protocol import RECORDING_MODES
+from airflow_provider_agora._client.retry import RetryPolicy
 from airflow_provider_agora._compat import AirflowFailException, TaskDeferred
-from airflow_provider_agora._protocol import RECORDING_MODES
-from airflow_provider_agora._retry import RetryPolicy
 from airflow_provider_agora._waiting import (
     ON_NOT_FOUND_CHOICES,
     Outcome,

@@ -46,7 +46,7 @@ def state() -> dict[str, object]:
     return {
         "connection_reads": _connection_reads,
         "rss_kib": _rss_kib(),
-        "receiver_imported": "airflow_provider_agora._receiver" in sys.modules,
+        "receiver_imported": "airflow_provider_agora._ncs.receiver" in sys.modules,
     }
 
 

@@ -64,8 +64,7 @@ import logging
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_agora._settings import RedisSettings
-from airflow_provider_agora._shared_budget import client_options, key_prefix
+from airflow_provider_agora._redis import RedisSettings, client_options, key_prefix
 
 if TYPE_CHECKING:
     from airflow_provider_agora.notifications import Notification

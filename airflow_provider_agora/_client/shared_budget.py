@@ -26,8 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
-import hashlib
 import logging
 import math
 import threading
@@ -38,12 +36,17 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any, NamedTuple
 
-from airflow_provider_agora._rate_limit import WINDOW_SECONDS, Priority, RequestSpacer
-from airflow_provider_agora._settings import AgoraSettings, RedisSettings
+from airflow_provider_agora._client.budget import WINDOW_SECONDS, Priority, RequestSpacer
+from airflow_provider_agora._redis import (
+    RedisSettings,
+    client_options,
+    key_prefix,
+    redis_down_errors,
+)
+from airflow_provider_agora._settings import AgoraSettings
 
 log = logging.getLogger(__name__)
 
-REDIS_TIMEOUT_SECONDS = 0.5  # each budget call; past it, this process falls back
 _RETRY_REDIS_SECONDS = 2.0
 _SEATS = 2  # polls of one process queued in Redis at once
 _ALIVE_MS = 3000  # a queued request that stops asking for this long is dropped (its process died)
@@ -128,56 +131,9 @@ return redis.call('ZREM', KEYS[1], ARGV[1])
 """
 
 
-def key_prefix(customer_id: str) -> str:
-    """Per account; a hash, so the Customer ID itself is not in Redis. The braces keep an account's
-    keys in one Redis Cluster slot, as one script needs."""
-    digest = hashlib.sha256(customer_id.encode()).hexdigest()[:16]
-    return f"airflow-provider-agora:{{{digest}}}"
-
-
 def _keys(customer_id: str) -> list[str]:
     prefix = key_prefix(customer_id)
     return [f"{prefix}:window", f"{prefix}:queue", f"{prefix}:alive", f"{prefix}:seq"]
-
-
-def client_options(redis: RedisSettings) -> dict[str, Any]:
-    """redis-py's ``Redis(...)`` arguments for ``redis`` (sync or asyncio). The TLS options only
-    with ``ssl``, as redis-py reads them only then; ``ssl_check_hostname`` only when the connection
-    sets it, so redis-py's default applies otherwise, as with Airflow's redis provider."""
-    from redis.backoff import NoBackoff
-    from redis.retry import Retry
-
-    options: dict[str, Any] = {
-        "host": redis.host,
-        "port": redis.port,
-        "db": redis.db,
-        "username": redis.username,
-        "password": redis.password,
-        "ssl": redis.ssl,
-        "socket_timeout": REDIS_TIMEOUT_SECONDS,
-        "socket_connect_timeout": REDIS_TIMEOUT_SECONDS,
-        "retry": Retry(NoBackoff(), 0),  # one short try: the fallback is the retry
-    }
-    if redis.ssl:
-        options.update(
-            ssl_cert_reqs=redis.ssl_cert_reqs,
-            ssl_ca_certs=redis.ssl_ca_certs,
-            ssl_keyfile=redis.ssl_keyfile,
-            ssl_certfile=redis.ssl_certfile,
-        )
-        if redis.ssl_check_hostname is not None:
-            options["ssl_check_hostname"] = redis.ssl_check_hostname
-    return options
-
-
-@functools.cache
-def redis_down_errors() -> tuple[type[BaseException], ...]:
-    """What "Redis is down" looks like, the same for the sync and the async client: redis-py's own
-    errors, and the operating system's that it leaves unwrapped (a reset or timed-out socket;
-    asyncio's timeout, an ``OSError`` only from Python 3.11 on)."""
-    import redis
-
-    return (redis.RedisError, OSError, asyncio.TimeoutError)
 
 
 class _Scripts(NamedTuple):

@@ -15,14 +15,14 @@ wait. Redis trouble is logged once and retried: polling is the backstop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import weakref
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_agora._notification_store import UnreadableEntries, merge_oldest_first, notification_keys
-from airflow_provider_agora._settings import RedisSettings
-from airflow_provider_agora._shared_budget import client_options
+from airflow_provider_agora._ncs.store import UnreadableEntries, merge_oldest_first, notification_keys
+from airflow_provider_agora._redis import RedisSettings, async_client
 
 if TYPE_CHECKING:
     from airflow_provider_agora.notifications import Notification
@@ -185,22 +185,6 @@ class NotificationReader:
             await close()
 
 
-def async_client(settings: RedisSettings, *, block_ms: int) -> Any:
-    """An asyncio Redis client for blocking stream reads of up to ``block_ms``: decoded answers, one
-    short try per command (the caller retries), an asyncio ``Retry`` for the asyncio client."""
-    import redis.asyncio
-    from redis.asyncio.retry import Retry
-    from redis.backoff import NoBackoff
-
-    options = {
-        **client_options(settings),
-        "socket_timeout": block_ms / 1000 + 5,
-        "decode_responses": True,
-        "retry": Retry(NoBackoff(), 0),
-    }
-    return redis.asyncio.Redis(**options)
-
-
 _ReaderKey = tuple[RedisSettings, str, tuple[str, ...]]
 _readers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[_ReaderKey, NotificationReader]]
 _readers = weakref.WeakKeyDictionary()
@@ -214,3 +198,15 @@ def reader_for(redis: RedisSettings, customer_id: str, namespaces: Sequence[str]
     if reader is None:
         reader = per_loop[key] = NotificationReader(redis, customer_id, namespaces)
     return reader
+
+
+async def close_readers() -> None:
+    """Stop and forget the readers of the running event loop, closing their Redis clients
+    (``testing.areset_process_state``); waits that still follow them hear nothing more."""
+    for reader in _readers.pop(asyncio.get_running_loop(), {}).values():
+        task = reader._task
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await reader._close_client()

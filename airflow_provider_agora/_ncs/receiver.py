@@ -37,8 +37,8 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from airflow_provider_agora._notification_store import DEDUPE_WINDOW_SECONDS, FUTURE_SKEW_SECONDS
-from airflow_provider_agora._receiver_connections import Refused, connections
+from airflow_provider_agora._ncs.receiver_connections import Refused, connections
+from airflow_provider_agora._ncs.store import DEDUPE_WINDOW_SECONDS, FUTURE_SKEW_SECONDS
 
 __all__ = ["BODY_READ_SECONDS", "MAX_BODY_BYTES", "create_app", "handle_notification"]
 
@@ -77,6 +77,10 @@ class _Complaints:
                 return
             self._said[(about, kind)] = True
         log.warning(message + f" (said once per {COMPLAINT_SECONDS:.0f} s)", *args)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._said.clear()
 
 
 _complaints = _Complaints()
@@ -212,3 +216,8 @@ def create_app() -> FastAPI:
     app.add_api_route("/ncs/{conn_id}", receive, methods=["POST"])
     app.add_api_route("/ncs/{conn_id}/", receive, methods=["POST"])
     return app
+
+
+def forget_complaints() -> None:
+    """Let every warning be logged again at once (``testing.reset_process_state``)."""
+    _complaints.clear()

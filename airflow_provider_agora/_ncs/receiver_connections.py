@@ -35,10 +35,11 @@ from typing import TYPE_CHECKING, Any
 from cachetools import LRUCache, TTLCache
 
 if TYPE_CHECKING:
-    from airflow_provider_agora._notification_store import NotificationStore
-    from airflow_provider_agora._settings import AgoraSettings, RedisSettings
+    from airflow_provider_agora._ncs.store import NotificationStore
+    from airflow_provider_agora._redis import RedisSettings
+    from airflow_provider_agora._settings import AgoraSettings
 
-__all__ = ["Found", "Refused", "connection_id_problem", "connections"]
+__all__ = ["Found", "Refused", "connection_id_problem", "connections", "forget_connections"]
 
 REREAD_SECONDS = 30.0
 MAX_RECEIVING_CONNECTIONS = 256
@@ -113,7 +114,7 @@ class _Stores:
         self._stores: dict[tuple[RedisSettings, str, str], NotificationStore] = {}
 
     def get(self, redis: RedisSettings, customer_id: str, namespace: str) -> NotificationStore:
-        from airflow_provider_agora._notification_store import NotificationStore
+        from airflow_provider_agora._ncs.store import NotificationStore
 
         key = (redis, customer_id, namespace)
         with self._lock:
@@ -124,6 +125,15 @@ class _Stores:
                     client = self._clients[redis] = NotificationStore.client_for(redis)
                 store = self._stores[key] = NotificationStore(redis, customer_id, namespace, client=client)
             return store
+
+    def close(self) -> None:
+        """Close every Redis client and forget every store."""
+        with self._lock:
+            clients = list(self._clients.values())
+            self._clients.clear()
+            self._stores.clear()
+        for client in clients:
+            client.close()
 
 
 class _Connections:
@@ -235,3 +245,10 @@ class _Connections:
 
 connections = _Connections()
 _stores = _Stores()
+
+
+def forget_connections() -> None:
+    """Forget every connection read and every store opened (``testing.reset_process_state``); the
+    next notification reads its connection again."""
+    connections.clear()
+    _stores.close()

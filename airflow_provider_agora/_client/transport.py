@@ -1,10 +1,10 @@
-"""Everything about one request to Agora except moving its bytes, shared by the sync and async hooks.
+"""The part of a request to Agora that the sync and async hooks share: the account's base URL and
+the fail-over between Agora's two domains, the headers, the request budget, and the meaning of
+whatever came back (an answer, or a transport failure).
 
-``AgoraHook`` sends with ``requests`` and ``AgoraAsyncHook`` with ``httpx``; both hand what happened
-to a ``Transport``, which knows the base URL and the fail-over between Agora's two domains, the
-headers, the account's request budget, what a transport failure means, and what an answer means.
-So the two paths cannot disagree: the same fault gives the same exception, message, retry and
-fail-over decision on both.
+``AgoraHook`` moves the bytes with ``requests`` and ``AgoraAsyncHook`` with ``httpx``; both hand
+the outcome to one ``Transport``, so the two paths cannot disagree: the same fault gives the same
+exception, message, retry and fail-over decision on both.
 
 Fail-over is safe only when the request cannot have reached Agora: connection refused, host name
 not resolved, no connection within the timeout. A connection reset or a cut-short answer after the
@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple, NoReturn
 
 from airflow_provider_agora import __version__
-from airflow_provider_agora._protocol import JSON_HEADERS, Endpoint, interpret_response
-from airflow_provider_agora._rate_limit import RequestBudget, spacer_for
+from airflow_provider_agora._client.budget import RequestBudget, spacer_for
+from airflow_provider_agora._client.protocol import JSON_HEADERS, Endpoint, interpret_response
 from airflow_provider_agora._settings import AgoraSettings
 from airflow_provider_agora.exceptions import AgoraConnectError, AgoraTimeoutError, AgoraTransportError
 
@@ -100,7 +100,7 @@ def budget_for(settings: AgoraSettings) -> RequestBudget:
     """The account's budget: shared through Redis when the connection names one, else this process's.
     Either takes the request's ``Priority`` and nothing else, so the hooks need not know which."""
     if settings.redis is not None:
-        from airflow_provider_agora._shared_budget import shared_budget_for
+        from airflow_provider_agora._client.shared_budget import shared_budget_for
 
         return shared_budget_for(settings)
     return spacer_for(settings.customer_id, settings.max_requests_per_second)
@@ -112,7 +112,7 @@ class Answer(NamedTuple):
 
 
 class Transport:
-    """One account's endpoint, headers and budget, and the meaning of whatever came back."""
+    """One account's base URL (with fail-over), headers and request budget; what an answer or failure means."""
 
     def __init__(self, settings: AgoraSettings) -> None:
         self.settings = settings

@@ -200,3 +200,9 @@ def spacer_for(customer_id: str, max_requests_per_second: int) -> RequestSpacer:
         else:
             spacer.lower_rate(max_requests_per_second)
         return spacer
+
+
+def forget_spacers() -> None:
+    """Forget every in-process budget, as a fresh process would start (``testing.reset_process_state``)."""
+    with _spacers_lock:
+        _spacers.clear()
