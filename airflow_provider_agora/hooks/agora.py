@@ -186,7 +186,10 @@ class AgoraHook(_AgoraHookBase):
         self.last_request_id = answer.request_id
         return answer.body
 
-    def _call(self, endpoint: Endpoint, body: dict[str, Any] | None = None, *, sid: str | None = None) -> Any:
+    def _call(
+        self, endpoint: Endpoint, body: dict[str, Any] | None = None, *, sid: str | None = None
+    ) -> dict[str, Any]:
+        """Agora's JSON body of a success (a dict, as ``interpret_response`` guarantees), with retries."""
         for attempt in self.retry_policy.retrying(log):
             with attempt:  # a retry does not queue again behind everyone else
                 priority = request_priority(endpoint, attempt.retry_state.attempt_number)
@@ -232,23 +235,22 @@ class AgoraHook(_AgoraHookBase):
         self,
         cname: str,
         uid: str | int,
-        client_request: dict[str, Any] | None = None,
         *,
+        client_request: dict[str, Any] | None = None,
         app_id: str | None = None,
     ) -> dict[str, Any]:
         """Reserve a recording resource; its ``resourceId`` must be used by ``start`` within 5 minutes."""
         body = {"cname": check_cname(cname), "uid": check_uid(uid), "clientRequest": client_request or {}}
-        result: dict[str, Any] = self._call(acquire_endpoint(self.resolve_app_id(app_id)), body)
-        return result
+        return self._call(acquire_endpoint(self.resolve_app_id(app_id)), body)
 
     def start(
         self,
         resource_id: str,
         cname: str,
         uid: str | int,
+        *,
         recording_mode: str,
         client_request: dict[str, Any],
-        *,
         app_id: str | None = None,
     ) -> dict[str, Any]:
         """Start recording with an acquired resource; Agora answers with the session's ``sid``.
@@ -259,7 +261,7 @@ class AgoraHook(_AgoraHookBase):
         checked_cname, checked_uid = check_cname(cname), check_uid(uid)
         body = {"cname": checked_cname, "uid": checked_uid, "clientRequest": client_request}
         chosen_app_id = self.resolve_app_id(app_id)
-        result: dict[str, Any] = self._call(start_endpoint(chosen_app_id, resource_id, recording_mode), body)
+        result = self._call(start_endpoint(chosen_app_id, resource_id, recording_mode), body)
         self._register_started(
             result.get("sid"), resource_id, checked_cname, checked_uid, recording_mode, chosen_app_id
         )
@@ -301,28 +303,26 @@ class AgoraHook(_AgoraHookBase):
                 type(error).__name__,
             )
 
-    def query(self, resource_id: str, sid: str, recording_mode: str, *, app_id: str | None = None) -> dict[str, Any]:
+    def query(self, resource_id: str, sid: str, *, recording_mode: str, app_id: str | None = None) -> dict[str, Any]:
         """Agora's raw answer about a running session (status, file list so far)."""
         endpoint = session_endpoint("query", self.resolve_app_id(app_id, sid=sid), resource_id, sid, recording_mode)
-        result: dict[str, Any] = self._call(endpoint, sid=sid)
-        return result
+        return self._call(endpoint, sid=sid)
 
     def update(
         self,
         resource_id: str,
         sid: str,
-        recording_mode: str,
         cname: str,
         uid: str | int,
-        client_request: dict[str, Any],
         *,
+        recording_mode: str,
+        client_request: dict[str, Any],
         app_id: str | None = None,
     ) -> dict[str, Any]:
         """Change which streams are subscribed (or the web page's settings) during a recording."""
         endpoint = session_endpoint("update", self.resolve_app_id(app_id, sid=sid), resource_id, sid, recording_mode)
         body = {"cname": check_cname(cname, sid=sid), "uid": check_uid(uid, sid=sid), "clientRequest": client_request}
-        result: dict[str, Any] = self._call(endpoint, body, sid=sid)
-        return result
+        return self._call(endpoint, body, sid=sid)
 
     def update_layout(
         self,
@@ -330,24 +330,23 @@ class AgoraHook(_AgoraHookBase):
         sid: str,
         cname: str,
         uid: str | int,
-        client_request: dict[str, Any],
         *,
+        client_request: dict[str, Any],
         app_id: str | None = None,
     ) -> dict[str, Any]:
         """Mix mode only. Each call replaces every earlier layout setting."""
         endpoint = session_endpoint("updateLayout", self.resolve_app_id(app_id, sid=sid), resource_id, sid, "mix")
         body = {"cname": check_cname(cname, sid=sid), "uid": check_uid(uid, sid=sid), "clientRequest": client_request}
-        result: dict[str, Any] = self._call(endpoint, body, sid=sid)
-        return result
+        return self._call(endpoint, body, sid=sid)
 
     def stop(
         self,
         resource_id: str,
         sid: str,
-        recording_mode: str,
         cname: str,
         uid: str | int,
         *,
+        recording_mode: str,
         async_stop: bool = False,
         app_id: str | None = None,
     ) -> dict[str, Any]:
@@ -358,8 +357,7 @@ class AgoraHook(_AgoraHookBase):
             "uid": check_uid(uid, sid=sid),
             "clientRequest": {"async_stop": bool(async_stop)},
         }
-        result: dict[str, Any] = self._call(endpoint, body, sid=sid)
-        return result
+        return self._call(endpoint, body, sid=sid)
 
     def test_connection(self) -> tuple[bool, str]:
         """Query a session that cannot exist: any answer from the recording service proves the credentials.
@@ -499,7 +497,10 @@ class AgoraAsyncHook(_AgoraHookBase):
         self.last_request_id = answer.request_id
         return answer.body
 
-    async def _call(self, endpoint: Endpoint, body: dict[str, Any] | None = None, *, sid: str | None = None) -> Any:
+    async def _call(
+        self, endpoint: Endpoint, body: dict[str, Any] | None = None, *, sid: str | None = None
+    ) -> dict[str, Any]:
+        """As ``AgoraHook._call``."""
         async for attempt in self.retry_policy.async_retrying(log):
             with attempt:  # a retry does not queue again behind every other wait
                 priority = request_priority(endpoint, attempt.retry_state.attempt_number)
@@ -519,12 +520,9 @@ class AgoraAsyncHook(_AgoraHookBase):
         return await reader_for(settings.redis, settings.customer_id, settings.notification_namespaces).follow(sid)
 
     async def query(
-        self, resource_id: str, sid: str, recording_mode: str, *, app_id: str | None = None
+        self, resource_id: str, sid: str, *, recording_mode: str, app_id: str | None = None
     ) -> dict[str, Any]:
         """Agora's raw answer about a running session, as ``AgoraHook.query``."""
         settings = await self.get_settings()
         chosen = self._app_id(settings, app_id, sid)
-        result: dict[str, Any] = await self._call(
-            session_endpoint("query", chosen, resource_id, sid, recording_mode), sid=sid
-        )
-        return result
+        return await self._call(session_endpoint("query", chosen, resource_id, sid, recording_mode), sid=sid)

@@ -161,9 +161,11 @@ class AgoraStartRecordingOperator(BaseOperator):
         acquire_request = (
             self.acquire_request if self.acquire_request is not None else ({"scene": 1} if mode == "web" else {})
         )
-        resource_id = acquire_hook.acquire(cname, uid, acquire_request, app_id=app_id)["resourceId"]
+        resource_id = acquire_hook.acquire(cname, uid, client_request=acquire_request, app_id=app_id)["resourceId"]
         start_hook = _hook(self.agora_conn_id, START_RETRY_POLICY)
-        answer = start_hook.start(resource_id, cname, uid, mode, self.client_request, app_id=app_id)
+        answer = start_hook.start(
+            resource_id, cname, uid, recording_mode=mode, client_request=self.client_request, app_id=app_id
+        )
         sid = answer.get("sid")
         if not isinstance(sid, str) or not sid:
             raise AgoraResponseError(
@@ -275,9 +277,9 @@ class AgoraStopRecordingOperator(BaseOperator):
                 body = hook.stop(
                     self.resource_id,
                     self.sid,
-                    self.recording_mode,
                     self.cname,
                     self.uid,
+                    recording_mode=self.recording_mode,
                     async_stop=self.async_stop,
                     app_id=self.app_id,
                 )

@@ -157,7 +157,7 @@ class AgoraRecordingQuerySensor(BaseSensorOperator):
                 f"Retry-After.",
             )
         try:
-            body = self.hook.query(spec.resource_id, spec.sid, spec.recording_mode, app_id=spec.app_id)
+            body = self.hook.query(spec.resource_id, spec.sid, recording_mode=spec.recording_mode, app_id=spec.app_id)
         except AgoraError as error:
             return decide_on_error(spec, memory, error, time.time())  # re-raises errors it has no rule for
         return decide_on_answer(spec, memory, body)

@@ -367,7 +367,10 @@ class _Backstop:
             memory = replace(memory, last_seen=spec.result(RecordingSnapshot(None, [], {}), ended_by=None))
         try:
             body = await self.hook.query(
-                spec.resource_id, sid, spec.recording_mode, app_id=tracked.registration.get("app_id") or None
+                spec.resource_id,
+                sid,
+                recording_mode=spec.recording_mode,
+                app_id=tracked.registration.get("app_id") or None,
             )
             return _Answer(sid, decide_on_answer(spec, memory, body))
         except AgoraError as error:

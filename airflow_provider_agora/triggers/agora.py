@@ -108,7 +108,7 @@ class AgoraRecordingQueryTrigger(BaseTrigger):
 
     async def _poll(self, hook: AgoraAsyncHook, spec: WaitSpec, memory: WaitMemory) -> Decision:
         try:
-            body = await hook.query(spec.resource_id, spec.sid, spec.recording_mode, app_id=spec.app_id)
+            body = await hook.query(spec.resource_id, spec.sid, recording_mode=spec.recording_mode, app_id=spec.app_id)
         except AgoraError as error:
             return decide_on_error(spec, memory, error, time.time())
         return decide_on_answer(spec, memory, body)

@@ -56,7 +56,7 @@ def poll(resource_id: str, sid: str, seconds: float, interval: float) -> dict[st
     done = failed = 0
     while time.monotonic() < deadline:
         try:
-            hook.query(resource_id, sid, "mix")
+            hook.query(resource_id, sid, recording_mode="mix")
             done += 1
         except AgoraError as error:
             failed += 1
@@ -75,7 +75,9 @@ def start(count: int, gap: float) -> dict[str, Any]:
         try:
             acquired_at = time.time()
             resource_id = hook.acquire(f"budget-room-{os.getpid()}-{number}", 4242)["resourceId"]
-            sid = hook.start(resource_id, f"budget-room-{os.getpid()}-{number}", 4242, "mix", {})["sid"]
+            sid = hook.start(
+                resource_id, f"budget-room-{os.getpid()}-{number}", 4242, recording_mode="mix", client_request={}
+            )["sid"]
             started.append({"resource_id": resource_id, "sid": sid, "seconds": time.time() - acquired_at})
         except AgoraError as error:
             failed += 1
@@ -99,7 +101,7 @@ def waits(recordings_file: str, seconds: float, interval: float) -> dict[str, An
             one = AgoraAsyncHook(retry_policy=RETRIES)
             while time.monotonic() < deadline:
                 try:
-                    await one.query(recording["resource_id"], recording["sid"], "mix")
+                    await one.query(recording["resource_id"], recording["sid"], recording_mode="mix")
                     counts["done"] += 1
                 except AgoraError as error:
                     counts["failed"] += 1

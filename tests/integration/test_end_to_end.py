@@ -98,7 +98,13 @@ def start_recording(sim: AgoraSimulator, uid: int) -> dict[str, str]:
     os.environ["AIRFLOW_CONN_AGORA_DEFAULT"] = connection_json(sim.url)
     hook = AgoraHook(retry_policy=FAST_RETRIES)
     resource_id = hook.acquire("e2e-room", uid)["resourceId"]
-    sid = hook.start(resource_id, "e2e-room", uid, "mix", {"recordingFileConfig": {"avFileType": ["hls"]}})["sid"]
+    sid = hook.start(
+        resource_id,
+        "e2e-room",
+        uid,
+        recording_mode="mix",
+        client_request={"recordingFileConfig": {"avFileType": ["hls"]}},
+    )["sid"]
     return {"resource_id": resource_id, "sid": sid, "recording_mode": "mix"}
 
 
@@ -113,7 +119,7 @@ def stop(sim: AgoraSimulator, recording: dict[str, str]) -> None:
     """Stop a recording made by ``running_recording`` (its channel is ``bulk_<sid>``, its recorder uid 1)."""
     os.environ["AIRFLOW_CONN_AGORA_DEFAULT"] = connection_json(sim.url)
     sid = recording["sid"]
-    AgoraHook(retry_policy=FAST_RETRIES).stop(recording["resource_id"], sid, "mix", f"bulk_{sid}", 1)
+    AgoraHook(retry_policy=FAST_RETRIES).stop(recording["resource_id"], sid, f"bulk_{sid}", 1, recording_mode="mix")
 
 
 def after_queries(sim: AgoraSimulator, sid: str, count: int, then: Callable[[], object]) -> threading.Thread:

@@ -70,7 +70,7 @@ def _stop_once_it_has_files(simulator: AgoraSimulator, resource_id: str, sid: st
     """Agora answers a stop without files with 435: stop once the first one is uploaded."""
     while simulator.simulated_time() < started_at + STARTUP_TIMELINE[-1][0]:
         time.sleep(0.01)  # waiting on the simulator's clock, which always reaches it
-    AgoraHook(retry_policy=FAST_RETRIES).stop(resource_id, sid, "mix", CNAME, UID)
+    AgoraHook(retry_policy=FAST_RETRIES).stop(resource_id, sid, CNAME, UID, recording_mode="mix")
 
 
 async def _rounds_pass(trigger: AgoraRecordingNotificationTrigger, count: int, following: asyncio.Future[Any]) -> None:

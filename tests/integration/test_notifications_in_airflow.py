@@ -83,7 +83,7 @@ def recording_in_progress(simulator: AgoraSimulator, cname: str) -> dict[str, st
     hook = AgoraHook(retry_policy=FAST_RETRIES)
     hook.__dict__["settings"] = hook.settings
     resource_id = hook.acquire(cname, 4242)["resourceId"]
-    sid = hook.start(resource_id, cname, 4242, "mix", WITH_FILES)["sid"]
+    sid = hook.start(resource_id, cname, 4242, recording_mode="mix", client_request=WITH_FILES)["sid"]
     return {"resource_id": resource_id, "sid": sid, "cname": cname}
 
 
@@ -97,7 +97,7 @@ def wait_until_recording(cluster: Cluster, recording: dict[str, str]) -> None:
     hook = AgoraHook(retry_policy=FAST_RETRIES)
 
     def has_files() -> bool:
-        answer = hook.query(recording["resource_id"], recording["sid"], "mix")
+        answer = hook.query(recording["resource_id"], recording["sid"], recording_mode="mix")
         return answer["serverResponse"]["status"] == 5 and bool(answer["serverResponse"].get("fileList"))
 
     cluster.wait_for("the recording to have a file", has_files, 60)
@@ -105,7 +105,7 @@ def wait_until_recording(cluster: Cluster, recording: dict[str, str]) -> None:
 
 def stop(recording: dict[str, str]) -> None:
     AgoraHook(retry_policy=FAST_RETRIES).stop(
-        recording["resource_id"], recording["sid"], "mix", recording["cname"], 4242
+        recording["resource_id"], recording["sid"], recording["cname"], 4242, recording_mode="mix"
     )
 
 

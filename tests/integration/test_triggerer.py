@@ -94,7 +94,7 @@ def recording_with_files(sim: AgoraSimulator, cluster: Cluster, uid: int) -> dic
     hook = AgoraHook(retry_policy=FAST_RETRIES)
 
     def has_files() -> bool:
-        answer = hook.query(recording["resource_id"], recording["sid"], "mix")["serverResponse"]
+        answer = hook.query(recording["resource_id"], recording["sid"], recording_mode="mix")["serverResponse"]
         return answer.get("status") == 5 and bool(answer.get("fileList"))
 
     cluster.wait_for(f"recording {recording['sid']} to reach status 5 with a file", has_files, 30)

@@ -91,7 +91,7 @@ def agora(
 def start(cname: str = "room1", client_request: dict[str, Any] | None = None) -> dict[str, str]:
     hook = AgoraHook(retry_policy=FAST_RETRIES)
     resource_id = hook.acquire(cname, 4242)["resourceId"]
-    sid = hook.start(resource_id, cname, 4242, "mix", client_request or WITH_FILES)["sid"]
+    sid = hook.start(resource_id, cname, 4242, recording_mode="mix", client_request=client_request or WITH_FILES)["sid"]
     return {"resource_id": resource_id, "sid": sid, "recording_mode": "mix"}
 
 
@@ -103,7 +103,9 @@ def in_progress(recording: dict[str, str]) -> None:
 
 
 def stop(recording: dict[str, str], cname: str = "room1") -> None:
-    AgoraHook(retry_policy=FAST_RETRIES).stop(recording["resource_id"], recording["sid"], "mix", cname, 4242)
+    AgoraHook(retry_policy=FAST_RETRIES).stop(
+        recording["resource_id"], recording["sid"], cname, 4242, recording_mode="mix"
+    )
 
 
 def stored_events(redis_server: RedisServer, sid: str) -> list[int]:

@@ -85,13 +85,15 @@ class BudgetWaits:
 
 
 def _query_sync(recording: dict[str, str]) -> None:
-    AgoraHook(retry_policy=FAST_RETRIES).query(recording["resource_id"], recording["sid"], "mix")
+    AgoraHook(retry_policy=FAST_RETRIES).query(recording["resource_id"], recording["sid"], recording_mode="mix")
 
 
 def _query_async(recording: dict[str, str]) -> None:
     async def query() -> None:
         try:
-            await AgoraAsyncHook(retry_policy=FAST_RETRIES).query(recording["resource_id"], recording["sid"], "mix")
+            await AgoraAsyncHook(retry_policy=FAST_RETRIES).query(
+                recording["resource_id"], recording["sid"], recording_mode="mix"
+            )
         finally:
             await AgoraAsyncHook.close_shared_clients()
 
@@ -126,7 +128,7 @@ def test_start_waits_behind_no_queued_poll_while_redis_is_down(
         return thread
 
     threads = [run(recording["sid"], functools.partial(_query_sync, recording)) for recording in polled]
-    threads.append(run("start", lambda: hook.start(resource_id, "room", 4242, "mix", {})))
+    threads.append(run("start", lambda: hook.start(resource_id, "room", 4242, recording_mode="mix", client_request={})))
     for thread in threads:
         thread.join(DEADLINE_SECONDS)
     assert not errors, errors
@@ -208,19 +210,23 @@ async def test_sync_and_async_requests_share_one_redis_down_and_back_state(
 
     (recording,) = redis_up.create_recordings([time.time() + 3600], hold=3600)
     sync_hook, async_hook = AgoraHook(retry_policy=FAST_RETRIES), AgoraAsyncHook(retry_policy=FAST_RETRIES)
-    query = (recording["resource_id"], recording["sid"], "mix")
+    query = (recording["resource_id"], recording["sid"])
     caplog.set_level(logging.INFO, logger=_shared_budget.__name__)
     try:
-        await asyncio.to_thread(sync_hook.query, *query)  # Redis answers
+        await asyncio.to_thread(functools.partial(sync_hook.query, *query, recording_mode="mix"))  # Redis answers
         with monkeypatch.context() as sick:
             _break_redis(sick, redis.ConnectionError("Connection refused"))
-            await asyncio.to_thread(sync_hook.query, *query)  # down: warns
-            await async_hook.query(*query)  # still down: falls back without a second warning
+            await asyncio.to_thread(functools.partial(sync_hook.query, *query, recording_mode="mix"))  # down: warns
+            await async_hook.query(*query, recording_mode="mix")  # still down: falls back without a second warning
             sick.setattr(_shared_budget, "_RETRY_REDIS_SECONDS", 0.0)
-            await async_hook.query(*query)  # tries Redis again: still down, still no second warning
+            await async_hook.query(
+                *query, recording_mode="mix"
+            )  # tries Redis again: still down, still no second warning
         monkeypatch.setattr(_shared_budget, "_RETRY_REDIS_SECONDS", 0.0)
-        await async_hook.query(*query)  # back
-        await asyncio.to_thread(sync_hook.query, *query)  # already back: nothing to say
+        await async_hook.query(*query, recording_mode="mix")  # back
+        await asyncio.to_thread(
+            functools.partial(sync_hook.query, *query, recording_mode="mix")
+        )  # already back: nothing to say
     finally:
         await AgoraAsyncHook.close_shared_clients()
 

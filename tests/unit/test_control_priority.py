@@ -23,7 +23,7 @@ def test_start_follows_acquire_ahead_of_thirty_polling_waits(agora_conn: AgoraSi
         hook = AgoraHook(retry_policy=FAST_RETRIES)
         starting.wait()
         while not done.is_set():  # a poke-mode sensor with poke_interval 0: as much demand as it can
-            hook.query(recording["resource_id"], recording["sid"], "mix")
+            hook.query(recording["resource_id"], recording["sid"], recording_mode="mix")
 
     threads = [threading.Thread(target=wait_on, args=(recording,)) for recording in polled]
     for thread in threads:
@@ -35,7 +35,7 @@ def test_start_follows_acquire_ahead_of_thirty_polling_waits(agora_conn: AgoraSi
             time.sleep(0.01)  # until every wait is polling: the budget is full
         for number in range(2):
             resource_id = starter.acquire(f"room-{number}", 4242)["resourceId"]
-            starter.start(resource_id, f"room-{number}", 4242, "mix", {})
+            starter.start(resource_id, f"room-{number}", 4242, recording_mode="mix", client_request={})
     finally:
         done.set()
         for thread in threads:

@@ -76,7 +76,7 @@ def answer(status: int, body: Any, **headers: str) -> dict[str, Any]:
 
 def test_query_sends_an_authenticated_get_to_agoras_path(hook: AgoraHook, requests_mock: rm.Mocker) -> None:
     requests_mock.get(PRIMARY + QUERY_PATH, **answer(200, bodies.QUERY_STRING))
-    assert hook.query(RID, SID, "mix") == bodies.QUERY_STRING
+    assert hook.query(RID, SID, recording_mode="mix") == bodies.QUERY_STRING
     sent = requests_mock.last_request
     assert sent.method == "GET"
     expected = base64.b64encode(f"{CUSTOMER_ID}:{CUSTOMER_SECRET}".encode()).decode()
@@ -95,22 +95,47 @@ def test_every_endpoint_uses_agoras_method_path_and_body(hook: AgoraHook, reques
     requests_mock.post(f"{session}/mix/updateLayout", **answer(200, {}))
     requests_mock.post(f"{session}/mix/stop", **answer(200, bodies.STOP_STRING))
 
-    hook.acquire("room", 42, {"scene": 0})
+    hook.acquire("room", 42, client_request={"scene": 0})
     assert requests_mock.last_request.json() == {"cname": "room", "uid": "42", "clientRequest": {"scene": 0}}
-    hook.start(RID, "room", "42", "web", {"token": "t"})
+    hook.start(RID, "room", "42", recording_mode="web", client_request={"token": "t"})
     assert requests_mock.last_request.json() == {"cname": "room", "uid": "42", "clientRequest": {"token": "t"}}
-    hook.update(RID, SID, "individual", "room", 42, {"streamSubscribe": {}})
-    hook.update_layout(RID, SID, "room", 42, {"mixedVideoLayout": 1})
-    assert hook.stop(RID, SID, "mix", "room", 42) == bodies.STOP_STRING
+    hook.update(RID, SID, "room", 42, recording_mode="individual", client_request={"streamSubscribe": {}})
+    hook.update_layout(RID, SID, "room", 42, client_request={"mixedVideoLayout": 1})
+    assert hook.stop(RID, SID, "room", 42, recording_mode="mix") == bodies.STOP_STRING
     assert requests_mock.last_request.json() == {"cname": "room", "uid": "42", "clientRequest": {"async_stop": False}}
     assert [r.method for r in requests_mock.request_history] == ["POST"] * 5
 
 
+@pytest.mark.parametrize(
+    ("method", "identifiers"),
+    [
+        ("acquire", ["cname", "uid"]),
+        ("start", ["resource_id", "cname", "uid"]),
+        ("query", ["resource_id", "sid"]),
+        ("update", ["resource_id", "sid", "cname", "uid"]),
+        ("update_layout", ["resource_id", "sid", "cname", "uid"]),
+        ("stop", ["resource_id", "sid", "cname", "uid"]),
+    ],
+)
+def test_only_identifiers_are_positional(method: str, identifiers: list[str]) -> None:
+    """``recording_mode`` and the request bodies are named at every call, so no call can pass them
+    in another method's order."""
+    import inspect
+
+    from airflow_provider_agora.hooks.agora import AgoraAsyncHook
+
+    owners = [AgoraHook, AgoraAsyncHook] if method == "query" else [AgoraHook]
+    for owner in owners:
+        parameters = list(inspect.signature(getattr(owner, method)).parameters.values())[1:]
+        positional = [p.name for p in parameters if p.kind is not inspect.Parameter.KEYWORD_ONLY]
+        assert positional == identifiers, f"{owner.__name__}.{method}"
+
+
 def test_one_session_is_kept_alive_across_calls(hook: AgoraHook, requests_mock: rm.Mocker) -> None:
     requests_mock.get(PRIMARY + QUERY_PATH, **answer(200, bodies.QUERY_STRING))
-    hook.query(RID, SID, "mix")
+    hook.query(RID, SID, recording_mode="mix")
     first = hook.session
-    hook.query(RID, SID, "mix")
+    hook.query(RID, SID, recording_mode="mix")
     assert hook.session is first
 
 
@@ -123,7 +148,7 @@ def test_429_is_retried_after_the_servers_retry_after(
         PRIMARY + QUERY_PATH,
         [answer(429, bodies.RATE_LIMITED, **{"Retry-After": "2"}), answer(200, bodies.QUERY_STRING)],
     )
-    assert hook.query(RID, SID, "mix") == bodies.QUERY_STRING
+    assert hook.query(RID, SID, recording_mode="mix") == bodies.QUERY_STRING
     assert requests_mock.call_count == 2
     assert waits == [2.0]  # FAST_RETRIES' own back-off (at most 0.06 s) is below Retry-After: 2 waits exactly that
 
@@ -151,7 +176,7 @@ def test_transient_failures_are_retried(
 ) -> None:
     requests_mock.get(PRIMARY + QUERY_PATH, [failure, failure, answer(200, bodies.QUERY_STRING)])
     requests_mock.get(SECONDARY + QUERY_PATH, [failure, failure, answer(200, bodies.QUERY_STRING)])
-    results = hook.query(RID, SID, "mix")
+    results = hook.query(RID, SID, recording_mode="mix")
     assert results == bodies.QUERY_STRING
     assert [r.hostname for r in requests_mock.request_history] == hosts
 
@@ -174,7 +199,7 @@ def test_client_errors_are_never_retried_and_carry_agoras_details(
 ) -> None:
     requests_mock.get(PRIMARY + QUERY_PATH, **answer(status, body))
     with pytest.raises(error) as raised:
-        hook.query(RID, SID, "mix")
+        hook.query(RID, SID, recording_mode="mix")
     assert type(raised.value) is error  # pytest.raises takes any subclass: a wrong, narrower class would pass
     assert requests_mock.call_count == 1
     assert raised.value.status == status
@@ -188,7 +213,7 @@ def test_client_errors_are_never_retried_and_carry_agoras_details(
 def test_retries_are_bounded_and_the_last_error_is_raised(hook: AgoraHook, requests_mock: rm.Mocker) -> None:
     requests_mock.get(PRIMARY + QUERY_PATH, **answer(503, {"code": 503, "reason": "busy"}))
     with pytest.raises(AgoraServerError):
-        hook.query(RID, SID, "mix")
+        hook.query(RID, SID, recording_mode="mix")
     assert requests_mock.call_count == FAST_RETRIES.max_attempts
 
 
@@ -201,15 +226,15 @@ def test_retry_total_time_is_bounded(monkeypatch: pytest.MonkeyPatch, requests_m
     )
     requests_mock.get(PRIMARY + QUERY_PATH, **answer(429, bodies.RATE_LIMITED))
     with pytest.raises(AgoraRateLimitError):
-        hook.query(RID, SID, "mix")
+        hook.query(RID, SID, recording_mode="mix")
     assert requests_mock.call_count == 2
 
 
 def test_connection_errors_fail_over_to_the_other_domain(hook: AgoraHook, requests_mock: rm.Mocker) -> None:
     requests_mock.get(PRIMARY + QUERY_PATH, exc=NAME_NOT_RESOLVED)
     requests_mock.get(SECONDARY + QUERY_PATH, **answer(200, bodies.QUERY_STRING))
-    assert hook.query(RID, SID, "mix") == bodies.QUERY_STRING
-    hook.query(RID, SID, "mix")
+    assert hook.query(RID, SID, recording_mode="mix") == bodies.QUERY_STRING
+    hook.query(RID, SID, recording_mode="mix")
     hosts = [r.hostname for r in requests_mock.request_history]
     assert hosts == ["api.agora.io", "api.sd-rtn.com", "api.sd-rtn.com"]
 
@@ -219,20 +244,20 @@ def test_a_custom_host_has_no_fail_over(monkeypatch: pytest.MonkeyPatch, request
     hook = AgoraHook(retry_policy=FAST_RETRIES)
     requests_mock.get("https://api-eu-west-1.agora.io" + QUERY_PATH, exc=CONNECTION_REFUSED)
     with pytest.raises(AgoraConnectError):
-        hook.query(RID, SID, "mix")
+        hook.query(RID, SID, recording_mode="mix")
     assert {r.hostname for r in requests_mock.request_history} == {"api-eu-west-1.agora.io"}
 
 
 def test_timeouts_are_reported_as_such(hook: AgoraHook, requests_mock: rm.Mocker) -> None:
     requests_mock.get(PRIMARY + QUERY_PATH, exc=requests.ReadTimeout)
     with pytest.raises(AgoraTimeoutError, match="within 30 s"):
-        hook.query(RID, SID, "mix")
+        hook.query(RID, SID, recording_mode="mix")
 
 
 def test_a_non_json_success_body_is_a_clear_error(hook: AgoraHook, requests_mock: rm.Mocker) -> None:
     requests_mock.get(PRIMARY + QUERY_PATH, status_code=200, text="<html>oops</html>")
     with pytest.raises(AgoraResponseError, match=f"sid={SID}.*not a JSON object"):
-        hook.query(RID, SID, "mix")
+        hook.query(RID, SID, recording_mode="mix")
 
 
 @pytest.mark.parametrize(
@@ -275,7 +300,7 @@ def test_update_layout_is_mix_only_and_app_id_is_required(monkeypatch: pytest.Mo
         json.dumps({"conn_type": "agora", "login": "id", "password": "secret"}),
     )
     with pytest.raises(AgoraConfigurationError, match="No Agora App ID for recording sid=abc"):
-        AgoraHook().query(RID, "abc", "mix")
+        AgoraHook().query(RID, "abc", recording_mode="mix")
 
 
 @pytest.mark.parametrize(
@@ -290,7 +315,7 @@ def test_update_layout_is_mix_only_and_app_id_is_required(monkeypatch: pytest.Mo
 def test_unsafe_or_malformed_hosts_are_refused(monkeypatch: pytest.MonkeyPatch, host: str, words: str) -> None:
     monkeypatch.setenv("AIRFLOW_CONN_AGORA_DEFAULT", connection_json(host))
     with pytest.raises(AgoraConfigurationError, match=words):
-        AgoraHook().query(RID, SID, "mix")
+        AgoraHook().query(RID, SID, recording_mode="mix")
 
 
 @pytest.mark.parametrize(
@@ -341,7 +366,7 @@ def test_tls_verification_cannot_be_turned_off_from_the_connection(
 ) -> None:
     monkeypatch.setenv("AIRFLOW_CONN_AGORA_DEFAULT", connection_json("", verify=False, verify_ssl=False))
     requests_mock.get(PRIMARY + QUERY_PATH, **answer(200, bodies.QUERY_STRING))
-    AgoraHook().query(RID, SID, "mix")
+    AgoraHook().query(RID, SID, recording_mode="mix")
     verify = requests_mock.last_request.verify
     assert verify is True or (isinstance(verify, str) and verify)  # on, with the default or a CA bundle
 
@@ -385,7 +410,7 @@ def test_a_404_with_any_code_is_the_recording_services_and_keeps_the_code_as_sen
     """Some clients and proxies send the code as a string: the body is still the service's, not the gateway's."""
     requests_mock.get(PRIMARY + QUERY_PATH, **answer(404, {"code": code, "reason": "failed to find worker"}))
     with pytest.raises(AgoraNotFoundError) as raised:
-        hook.query(RID, SID, "mix")
+        hook.query(RID, SID, recording_mode="mix")
     assert type(raised.value) is AgoraNotFoundError
     assert raised.value.code == code
 
@@ -393,7 +418,7 @@ def test_a_404_with_any_code_is_the_recording_services_and_keeps_the_code_as_sen
 def test_a_retry_after_429_waits_at_least_what_agora_asked(scripted: ScriptedAgora) -> None:
     """The server's Retry-After is a floor for the next attempt, measured where Agora sees it."""
     scripted.script((429, bodies.RATE_LIMITED, {"Retry-After": "1"}), (200, bodies.QUERY_STRING))
-    assert AgoraHook(retry_policy=FAST_RETRIES).query(RID, SID, "mix") == bodies.QUERY_STRING
+    assert AgoraHook(retry_policy=FAST_RETRIES).query(RID, SID, recording_mode="mix") == bodies.QUERY_STRING
     assert len(scripted.times) == 2
     assert scripted.times[1] - scripted.times[0] >= 1.0
 
@@ -414,7 +439,7 @@ def test_retry_after_seconds_are_honoured_up_to_a_minute(
         PRIMARY + QUERY_PATH,
         [answer(429, bodies.RATE_LIMITED, **{"Retry-After": retry_after}), answer(200, bodies.QUERY_STRING)],
     )
-    hook.query(RID, SID, "mix")
+    hook.query(RID, SID, recording_mode="mix")
     assert waits == [planned]  # FAST_RETRIES' own back-off is far below either
 
 
@@ -433,7 +458,7 @@ def test_retry_after_as_an_http_date(
             answer(200, bodies.QUERY_STRING),
         ],
     )
-    hook.query(RID, SID, "mix")
+    hook.query(RID, SID, recording_mode="mix")
     assert len(waits) == 2
     assert 28.0 <= waits[0] <= 30.0  # the date has one-second resolution
     assert waits[1] == 60.0

@@ -229,7 +229,9 @@ def start_recording(simulator: AgoraSimulator, cname: str = "room1") -> Recordin
     """A recording started as the start operator starts one: through ``AgoraHook.start``."""
     hook = AgoraHook(retry_policy=FAST_RETRIES)
     resource_id = hook.acquire(cname, 4242)["resourceId"]
-    sid = hook.start(resource_id, cname, 4242, "mix", {"recordingFileConfig": {"avFileType": ["hls"]}})["sid"]
+    sid = hook.start(
+        resource_id, cname, 4242, recording_mode="mix", client_request={"recordingFileConfig": {"avFileType": ["hls"]}}
+    )["sid"]
     return Recording(resource_id, sid, cname, simulator.simulated_time())
 
 
@@ -238,7 +240,9 @@ def stop_recording(simulator: AgoraSimulator, recording: Recording) -> None:
     first_file_at = recording.started_at + STARTUP_TIMELINE[-1][0]
     while simulator.simulated_time() < first_file_at:
         time.sleep(0.01)  # waiting on the simulator's clock, which always reaches it
-    AgoraHook(retry_policy=FAST_RETRIES).stop(recording.resource_id, recording.sid, "mix", recording.cname, 4242)
+    AgoraHook(retry_policy=FAST_RETRIES).stop(
+        recording.resource_id, recording.sid, recording.cname, 4242, recording_mode="mix"
+    )
 
 
 def queries_of(simulator: AgoraSimulator, sid: str) -> list[RequestRecord]:

@@ -204,7 +204,7 @@ def wait_until_gone(started: dict[str, Any], timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while True:
         try:
-            hook.query(started["resource_id"], started["sid"], started["recording_mode"])
+            hook.query(started["resource_id"], started["sid"], recording_mode=started["recording_mode"])
         except AgoraNotFoundError:
             return
         assert time.monotonic() < deadline, "the recording was never gone"

@@ -26,7 +26,7 @@ def start_recording(mode: str = "mix", client_request: dict | None = None, cname
     hook = AgoraHook(retry_policy=FAST_RETRIES)
     resource_id = hook.acquire(cname, 4242)["resourceId"]
     request = client_request if client_request is not None else {"recordingFileConfig": {"avFileType": ["hls"]}}
-    sid = hook.start(resource_id, cname, 4242, mode, request)["sid"]
+    sid = hook.start(resource_id, cname, 4242, recording_mode=mode, client_request=request)["sid"]
     return {"resource_id": resource_id, "sid": sid, "recording_mode": mode, "cname": cname}
 
 
@@ -57,7 +57,7 @@ def running_recording(
 def stop(recording: dict) -> None:
     """Stop a recording made by ``running_recording`` (its channel is ``bulk_<sid>``, its recorder uid 1)."""
     rid, sid, mode = recording["resource_id"], recording["sid"], recording["recording_mode"]
-    AgoraHook(retry_policy=FAST_RETRIES).stop(rid, sid, mode, f"bulk_{sid}", 1)
+    AgoraHook(retry_policy=FAST_RETRIES).stop(rid, sid, f"bulk_{sid}", 1, recording_mode=mode)
 
 
 def when_queried(sim: AgoraSimulator, sid: str, status: int, then: Callable[[], object]) -> threading.Thread:

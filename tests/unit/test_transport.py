@@ -166,10 +166,10 @@ class Observed:
 def through_sync_hook(good: ScriptedAgora) -> Observed:
     hook = AgoraHook(retry_policy=ONE_ATTEMPT)
     with pytest.raises(AgoraTransportError) as raised:
-        hook.query(RID, SID, "mix")
+        hook.query(RID, SID, recording_mode="mix")
     before = len(good.requests)
     with suppress(AgoraTransportError):  # fails again unless it went to the other domain
-        hook.query(RID, SID, "mix")
+        hook.query(RID, SID, recording_mode="mix")
     return Observed(raised.value, len(good.requests) > before)
 
 
@@ -178,10 +178,10 @@ def through_async_hook(good: ScriptedAgora) -> Observed:
         hook = AgoraAsyncHook(retry_policy=ONE_ATTEMPT)
         try:
             with pytest.raises(AgoraTransportError) as raised:
-                await hook.query(RID, SID, "mix")
+                await hook.query(RID, SID, recording_mode="mix")
             before = len(good.requests)
             with suppress(AgoraTransportError):
-                await hook.query(RID, SID, "mix")
+                await hook.query(RID, SID, recording_mode="mix")
             return Observed(raised.value, len(good.requests) > before)
         finally:
             await AgoraAsyncHook.close_shared_clients()
@@ -246,5 +246,11 @@ def test_a_replaced_shared_client_is_closed(agora_conn: AgoraSimulator, monkeypa
 def start_recording() -> dict[str, str]:
     hook = AgoraHook(retry_policy=ONE_ATTEMPT)
     resource_id = hook.acquire("room1", 4242)["resourceId"]
-    sid = hook.start(resource_id, "room1", 4242, "mix", {"recordingFileConfig": {"avFileType": ["hls"]}})["sid"]
+    sid = hook.start(
+        resource_id,
+        "room1",
+        4242,
+        recording_mode="mix",
+        client_request={"recordingFileConfig": {"avFileType": ["hls"]}},
+    )["sid"]
     return {"resource_id": resource_id, "sid": sid, "recording_mode": "mix"}

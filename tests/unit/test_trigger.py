@@ -32,7 +32,9 @@ from tests.support import (
 def start_recording(cname: str = "room1", uid: int = 4242) -> dict[str, str]:
     hook = AgoraHook(retry_policy=FAST_RETRIES)
     resource_id = hook.acquire(cname, uid)["resourceId"]
-    sid = hook.start(resource_id, cname, uid, "mix", {"recordingFileConfig": {"avFileType": ["hls"]}})["sid"]
+    sid = hook.start(
+        resource_id, cname, uid, recording_mode="mix", client_request={"recordingFileConfig": {"avFileType": ["hls"]}}
+    )["sid"]
     return {"resource_id": resource_id, "sid": sid, "recording_mode": "mix"}
 
 

@@ -125,7 +125,13 @@ def deferred_wait() -> tuple[dict[str, str], AgoraRecordingQueryTrigger]:
     """
     hook = AgoraHook(retry_policy=FAST_RETRIES)
     resource_id = hook.acquire(CNAME, UID)["resourceId"]
-    sid = hook.start(resource_id, CNAME, UID, "mix", {"recordingFileConfig": {"avFileType": ["hls", "mp4"]}})["sid"]
+    sid = hook.start(
+        resource_id,
+        CNAME,
+        UID,
+        recording_mode="mix",
+        client_request={"recordingFileConfig": {"avFileType": ["hls", "mp4"]}},
+    )["sid"]
     recording = {"resource_id": resource_id, "sid": sid, "recording_mode": "mix"}
     running = AgoraRecordingQuerySensor(task_id="running", **recording, target_status=5, poke_interval=0.05, timeout=30)
     running.execute({})
@@ -257,7 +263,7 @@ async def test_an_uploaded_notification_ends_a_wait_whose_query_is_queued_and_th
         # Room for one request, then another wait's poll: it is served behind any query still
         # queued, so once it is answered, Agora has seen every query the settled wait would send.
         budget.free_one_place()
-        await asyncio.wait_for(AgoraAsyncHook().query(recording["resource_id"], sid, "mix"), TIMEOUT)
+        await asyncio.wait_for(AgoraAsyncHook().query(recording["resource_id"], sid, recording_mode="mix"), TIMEOUT)
         sent = len(queries(agora))
         ended, _ = await asyncio.wait({waiting}, timeout=TIMEOUT)  # the timeout only bounds a failing test
     finally:
