@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import socket
 import threading
 import time
@@ -14,8 +15,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from airflow_provider_agora.hooks.agora import RetryPolicy
-from airflow_provider_agora.simulator import max_in_sliding_second
+from airflow_provider_agora.hooks.agora import AgoraHook, RetryPolicy
+from airflow_provider_agora.simulator import AgoraSimulator, max_in_sliding_second
 
 __all__ = [
     "APP_ID",
@@ -512,3 +513,35 @@ def running_postgres() -> Iterator[PostgresServer]:
         yield server
     finally:
         server.stop()
+
+
+# -- recordings made for a test, as another system would make them ----------------------------
+
+
+def start_recording(sim: AgoraSimulator, uid: int) -> dict[str, str]:
+    """Start a recording the way another system would (one uid per recorder: Agora refuses duplicates)."""
+    os.environ["AIRFLOW_CONN_AGORA_DEFAULT"] = connection_json(sim.url)
+    hook = AgoraHook(retry_policy=FAST_RETRIES)
+    resource_id = hook.acquire("e2e-room", uid)["resourceId"]
+    sid = hook.start(
+        resource_id,
+        "e2e-room",
+        uid,
+        recording_mode="mix",
+        client_request={"recordingFileConfig": {"avFileType": ["hls"]}},
+    )["sid"]
+    return {"resource_id": resource_id, "sid": sid, "recording_mode": "mix"}
+
+
+def running_recording(sim: AgoraSimulator, *, hold: float) -> dict[str, str]:
+    """A recording already in progress with its file (status 5), made in the simulator without API
+    requests. After a stop it shows 6, 7 and 8 for ``hold`` seconds in all (8 from the 2nd on), then is gone."""
+    (created,) = sim.create_recordings([time.time() + 3600], hold=hold)
+    return {"resource_id": created["resource_id"], "sid": created["sid"], "recording_mode": "mix"}
+
+
+def stop(sim: AgoraSimulator, recording: dict[str, str]) -> None:
+    """Stop a recording made by ``running_recording`` (its channel is ``bulk_<sid>``, its recorder uid 1)."""
+    os.environ["AIRFLOW_CONN_AGORA_DEFAULT"] = connection_json(sim.url)
+    sid = recording["sid"]
+    AgoraHook(retry_policy=FAST_RETRIES).stop(recording["resource_id"], sid, f"bulk_{sid}", 1, recording_mode="mix")

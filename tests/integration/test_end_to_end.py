@@ -17,9 +17,16 @@ from typing import Any
 import airflow
 import pytest
 
-from airflow_provider_agora.hooks.agora import AgoraHook
 from airflow_provider_agora.simulator import AgoraSimulator
-from tests.support import APP_ID, CUSTOMER_ID, CUSTOMER_SECRET, FAST_RETRIES, connection_json
+from tests.support import (
+    APP_ID,
+    CUSTOMER_ID,
+    CUSTOMER_SECRET,
+    connection_json,
+    running_recording,
+    start_recording,
+    stop,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 AIRFLOW = str(Path(sys.executable).with_name("airflow"))
@@ -91,35 +98,6 @@ def xcom(home: Path, dag_id: str, task_id: str, key: str = "return_value") -> An
         ).fetchone()
     # Airflow 3 stores JSON text; Airflow 2 stores JSON as bytes.
     return json.loads(value) if isinstance(value, (str, bytes)) else value
-
-
-def start_recording(sim: AgoraSimulator, uid: int) -> dict[str, str]:
-    """Start a recording the way another system would (one uid per recorder: Agora refuses duplicates)."""
-    os.environ["AIRFLOW_CONN_AGORA_DEFAULT"] = connection_json(sim.url)
-    hook = AgoraHook(retry_policy=FAST_RETRIES)
-    resource_id = hook.acquire("e2e-room", uid)["resourceId"]
-    sid = hook.start(
-        resource_id,
-        "e2e-room",
-        uid,
-        recording_mode="mix",
-        client_request={"recordingFileConfig": {"avFileType": ["hls"]}},
-    )["sid"]
-    return {"resource_id": resource_id, "sid": sid, "recording_mode": "mix"}
-
-
-def running_recording(sim: AgoraSimulator, *, hold: float) -> dict[str, str]:
-    """A recording already in progress with its file (status 5), made in the simulator without API
-    requests. After a stop it shows 6, 7 and 8 for ``hold`` seconds in all (8 from the 2nd on), then is gone."""
-    (created,) = sim.create_recordings([time.time() + 3600], hold=hold)
-    return {"resource_id": created["resource_id"], "sid": created["sid"], "recording_mode": "mix"}
-
-
-def stop(sim: AgoraSimulator, recording: dict[str, str]) -> None:
-    """Stop a recording made by ``running_recording`` (its channel is ``bulk_<sid>``, its recorder uid 1)."""
-    os.environ["AIRFLOW_CONN_AGORA_DEFAULT"] = connection_json(sim.url)
-    sid = recording["sid"]
-    AgoraHook(retry_policy=FAST_RETRIES).stop(recording["resource_id"], sid, f"bulk_{sid}", 1, recording_mode="mix")
 
 
 def after_queries(sim: AgoraSimulator, sid: str, count: int, then: Callable[[], object]) -> threading.Thread:

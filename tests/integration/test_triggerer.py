@@ -24,7 +24,17 @@ if not airflow.__version__.startswith("3."):
 
 from airflow_provider_agora.hooks.agora import AgoraHook
 from airflow_provider_agora.simulator import AgoraSimulator
-from tests.support import APP_ID, CUSTOMER_ID, CUSTOMER_SECRET, FAST_RETRIES, connection_json, free_port
+from tests.support import (
+    APP_ID,
+    CUSTOMER_ID,
+    CUSTOMER_SECRET,
+    FAST_RETRIES,
+    connection_json,
+    free_port,
+    running_recording,
+    start_recording,
+    stop,
+)
 
 pytest.importorskip("httpx", reason="httpx (a core dependency of Airflow) is needed to call the REST API")
 
@@ -36,7 +46,6 @@ from tests.integration.airflow_cluster import (
     running_cluster,
     wait_scheduler_saw_deferral,
 )
-from tests.integration.test_end_to_end import running_recording, start_recording, stop
 
 DAG_ID = "agora_deferrable_check"
 TIMEOUT_DAG_ID = "agora_deferrable_timeout_check"  # the same sensor with a 6-second timeout
