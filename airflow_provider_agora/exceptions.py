@@ -133,29 +133,9 @@ class AgoraRateLimitError(AgoraApiError):
 
     retryable = True
 
-    def __init__(
-        self,
-        summary: str,
-        *,
-        operation: str,
-        status: int,
-        code: int | str | None = None,
-        reason: str | None = None,
-        message: str | None = None,
-        request_id: str | None = None,
-        body: Any = None,
-        retry_after: float | None = None,
-    ) -> None:
-        super().__init__(
-            summary,
-            operation=operation,
-            status=status,
-            code=code,
-            reason=reason,
-            message=message,
-            request_id=request_id,
-            body=body,
-        )
+    def __init__(self, summary: str, *, retry_after: float | None = None, **details: Any) -> None:
+        """``details``: those of ``AgoraApiError``."""
+        super().__init__(summary, **details)
         #: Seconds from the ``Retry-After`` header (capped at 60), or None.
         self.retry_after = retry_after
 

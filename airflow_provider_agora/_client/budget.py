@@ -144,47 +144,45 @@ class RequestSpacer:
         with self._lock:
             ticket.until = self._clock() + WINDOW_SECONDS
 
+    def _delays(self, ticket: Ticket) -> Iterator[float]:
+        """The waits before ``ticket`` holds a place: a poll's send slot (step 1), then until a place
+        in the window is its own (step 2)."""
+        if ticket.priority is Priority.POLL:
+            delay = self.reserve()
+            if delay > 0:
+                yield delay
+        granted, delay = self.claim(ticket)
+        while not granted:
+            yield delay
+            granted, delay = self.claim(ticket)
+
+    def _done(self, ticket: Ticket) -> None:
+        """Answered, failed, or interrupted while waiting: the place frees, or the tickets behind move up."""
+        self.forget(ticket)
+        self.release(ticket)
+
     @contextmanager
     def sending(self, priority: Priority) -> Iterator[None]:
         """Hold a place in the window for one request (blocking)."""
-        if priority is Priority.POLL:
-            delay = self.reserve()
-            if delay > 0:
-                time.sleep(delay)
         ticket = Ticket(priority)
         try:
-            granted, delay = self.claim(ticket)
-            while not granted:
+            for delay in self._delays(ticket):
                 time.sleep(delay)
-                granted, delay = self.claim(ticket)
-        except BaseException:  # interrupted while waiting: do not hold up the tickets behind
-            self.forget(ticket)
-            raise
-        try:
             yield
         finally:
-            self.release(ticket)
+            self._done(ticket)
 
     @asynccontextmanager
     async def asending(self, priority: Priority) -> AsyncIterator[None]:
-        """Hold a place in the window for one request, without blocking the event loop."""
-        if priority is Priority.POLL:
-            delay = self.reserve()
-            if delay > 0:
-                await asyncio.sleep(delay)
+        """Hold a place in the window for one request, without blocking the event loop; a wait that
+        is cancelled while it queues leaves the queue."""
         ticket = Ticket(priority)
         try:
-            granted, delay = self.claim(ticket)
-            while not granted:
+            for delay in self._delays(ticket):
                 await asyncio.sleep(delay)
-                granted, delay = self.claim(ticket)
-        except BaseException:  # cancelled while waiting (the wait was settled otherwise): leave the queue
-            self.forget(ticket)
-            raise
-        try:
             yield
         finally:
-            self.release(ticket)
+            self._done(ticket)
 
 
 _spacers: dict[str, RequestSpacer] = {}

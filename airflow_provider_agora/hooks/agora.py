@@ -100,6 +100,11 @@ class _AgoraHookBase(BaseHook):
         return chosen
 
 
+def _body(cname: str, uid: str | int, client_request: dict[str, Any], *, sid: str | None = None) -> dict[str, Any]:
+    """The body of every call that names a channel user: checked ``cname`` and ``uid`` (as a string)."""
+    return {"cname": check_cname(cname, sid=sid), "uid": check_uid(uid, sid=sid), "clientRequest": client_request}
+
+
 class AgoraHook(_AgoraHookBase):
     """Talks to Agora Cloud Recording with the credentials of an ``agora`` connection.
 
@@ -240,8 +245,7 @@ class AgoraHook(_AgoraHookBase):
         app_id: str | None = None,
     ) -> dict[str, Any]:
         """Reserve a recording resource; its ``resourceId`` must be used by ``start`` within 5 minutes."""
-        body = {"cname": check_cname(cname), "uid": check_uid(uid), "clientRequest": client_request or {}}
-        return self._call(acquire_endpoint(self.resolve_app_id(app_id)), body)
+        return self._call(acquire_endpoint(self.resolve_app_id(app_id)), _body(cname, uid, client_request or {}))
 
     def start(
         self,
@@ -258,12 +262,11 @@ class AgoraHook(_AgoraHookBase):
         With ``ncs_secret`` and ``redis_conn_id``, the recording is then recorded in Redis (best
         effort), so that the asset watchers can ask Agora about it if its ending notification is lost.
         """
-        checked_cname, checked_uid = check_cname(cname), check_uid(uid)
-        body = {"cname": checked_cname, "uid": checked_uid, "clientRequest": client_request}
+        body = _body(cname, uid, client_request)
         chosen_app_id = self.resolve_app_id(app_id)
         result = self._call(start_endpoint(chosen_app_id, resource_id, recording_mode), body)
         self._register_started(
-            result.get("sid"), resource_id, checked_cname, checked_uid, recording_mode, chosen_app_id
+            result.get("sid"), resource_id, body["cname"], body["uid"], recording_mode, chosen_app_id
         )
         return result
 
@@ -321,8 +324,7 @@ class AgoraHook(_AgoraHookBase):
     ) -> dict[str, Any]:
         """Change which streams are subscribed (or the web page's settings) during a recording."""
         endpoint = session_endpoint("update", self.resolve_app_id(app_id, sid=sid), resource_id, sid, recording_mode)
-        body = {"cname": check_cname(cname, sid=sid), "uid": check_uid(uid, sid=sid), "clientRequest": client_request}
-        return self._call(endpoint, body, sid=sid)
+        return self._call(endpoint, _body(cname, uid, client_request, sid=sid), sid=sid)
 
     def update_layout(
         self,
@@ -336,8 +338,7 @@ class AgoraHook(_AgoraHookBase):
     ) -> dict[str, Any]:
         """Mix mode only. Each call replaces every earlier layout setting."""
         endpoint = session_endpoint("updateLayout", self.resolve_app_id(app_id, sid=sid), resource_id, sid, "mix")
-        body = {"cname": check_cname(cname, sid=sid), "uid": check_uid(uid, sid=sid), "clientRequest": client_request}
-        return self._call(endpoint, body, sid=sid)
+        return self._call(endpoint, _body(cname, uid, client_request, sid=sid), sid=sid)
 
     def stop(
         self,
@@ -352,12 +353,7 @@ class AgoraHook(_AgoraHookBase):
     ) -> dict[str, Any]:
         """Stop a recording. With ``async_stop=False`` Agora answers once files are uploaded (up to 20 s)."""
         endpoint = session_endpoint("stop", self.resolve_app_id(app_id, sid=sid), resource_id, sid, recording_mode)
-        body = {
-            "cname": check_cname(cname, sid=sid),
-            "uid": check_uid(uid, sid=sid),
-            "clientRequest": {"async_stop": bool(async_stop)},
-        }
-        return self._call(endpoint, body, sid=sid)
+        return self._call(endpoint, _body(cname, uid, {"async_stop": bool(async_stop)}, sid=sid), sid=sid)
 
     def test_connection(self) -> tuple[bool, str]:
         """Query a session that cannot exist: any answer from the recording service proves the credentials.
