@@ -48,8 +48,10 @@ browser: $(VENV)/.installed-$(AIRFLOW_3)
 	sh scripts/install-browser.sh $(VENV)
 
 # The fast tests wait on loopback servers, not on the CPU: four workers on two cores.
-UNIT := -m pytest -q -p no:cacheprovider -n 4 tests/unit
-INTEGRATION := -m pytest -q -p no:cacheprovider tests/integration
+# pytest's temporary folders go to build/pytest (git-ignored, emptied by each run), not /tmp.
+PYTEST_TMP = $(shell mkdir -p build/pytest && echo $(CURDIR)/build/pytest)
+UNIT = -m pytest -q -p no:cacheprovider --basetemp=$(PYTEST_TMP)/unit -n 4 tests/unit
+INTEGRATION = -m pytest -q -p no:cacheprovider --basetemp=$(PYTEST_TMP)/integration tests/integration
 
 test-unit: $(VENV)/.installed-$(AIRFLOW_3)
 	$(BIN)/python $(UNIT)
