@@ -123,3 +123,25 @@ async def aget_connection(conn_id: str) -> Any:
     from asgiref.sync import sync_to_async
 
     return await sync_to_async(BaseHook.get_connection)(conn_id)
+
+
+def attach_filesystem(scheme: str, conn_id: str | None) -> Any:
+    """Airflow's fsspec filesystem for ``scheme`` bound to ``conn_id`` (what ``ObjectStoragePath`` uses).
+
+    Imported on first use: it loads the storage provider (the ``s3`` extra for S3)."""
+    try:  # Airflow 3.0+
+        from airflow.sdk.io import attach
+    except ImportError:
+        from airflow.io import attach  # type: ignore[no-redef,attr-defined]
+    return attach(scheme, conn_id).fs
+
+
+def time_delta_trigger(seconds: float) -> Any:
+    """Airflow's own trigger that fires after ``seconds``: a deferred wait between two storage checks."""
+    from datetime import timedelta
+
+    try:  # Airflow 3.0+: the standard provider
+        from airflow.providers.standard.triggers.temporal import TimeDeltaTrigger
+    except ImportError:
+        from airflow.triggers.temporal import TimeDeltaTrigger  # type: ignore[no-redef]
+    return TimeDeltaTrigger(timedelta(seconds=seconds))

@@ -239,11 +239,15 @@ class WaitMemory:
     # Epoch seconds before which Agora must not be queried: its Retry-After, when 429s outlasted a
     # poll's retries. The next poll (the next poke, a reschedule, the trigger) waits for it.
     not_before: float | None = None
+    # Agora's side is done with this result; its files are awaited in storage (verify_in_storage),
+    # since the first check that found them incomplete.
+    settled: RecordingResult | None = None
+    storage_pending_since: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         """JSON for the task state store and trigger kwargs; the later fields only once used."""
         data = asdict(self)
-        for name in ("exit_seen_at", "not_before"):
+        for name in ("exit_seen_at", "not_before", "settled", "storage_pending_since"):
             if data[name] is None:
                 del data[name]
         if self.acted_on:
@@ -264,6 +268,8 @@ class WaitMemory:
             exit_seen_at=_epoch(data.get("exit_seen_at")),
             acted_on=tuple(str(item) for item in acted_on) if isinstance(acted_on, list) else (),
             not_before=_epoch(data.get("not_before")),
+            settled=cast(RecordingResult, data["settled"]) if isinstance(data.get("settled"), dict) else None,
+            storage_pending_since=_epoch(data.get("storage_pending_since")),
         )
 
     def query_allowed_in(self, now: float) -> float:

@@ -19,6 +19,7 @@ from airflow_provider_agora.exceptions import AgoraResponseError
 
 __all__ = [
     "EndedBy",
+    "PlaylistSummary",
     "RecordingFile",
     "RecordingMode",
     "RecordingResult",
@@ -52,6 +53,16 @@ class RecordingFile(TypedDict, total=False):
     mixedAllUser: bool
     isPlayable: bool
     sliceStartTime: int  # ms since the epoch
+    # Added by the provider where the storage is known (the sensor's or stop operator's ``storage``):
+    key: str  # the object key in the bucket (the fileNamePrefix applied)
+    uri: str  # where Airflow's ObjectStoragePath reads it, e.g. s3://bucket/key; absent without a reader
+
+
+class PlaylistSummary(TypedDict):
+    """What an HLS playlist in the bucket holds, once verified."""
+
+    segments: int
+    duration_seconds: float
 
 
 class SettlingNotification(TypedDict):
@@ -77,6 +88,9 @@ class RecordingResult(_RecordingResultBase, total=False):
     """The sensor's XCom value (and the core of the stop operator's)."""
 
     notification: SettlingNotification  # only when a notification settled the wait ("notification")
+    storage: dict[str, Any]  # where the files are (vendor, region, bucket, prefix, uri): no secret
+    playlists: dict[str, PlaylistSummary]  # per playlist key, once verified in storage
+    verified_in_storage: bool  # True: every file was found in the bucket, complete
 
 
 class StopResult(_RecordingResultBase):
@@ -85,8 +99,8 @@ class StopResult(_RecordingResultBase):
     uploading_status: str | None  # "uploaded", or "backuped": some files arrive later
 
 
-class StartResult(TypedDict):
-    """The start operator's XCom value: what the sensor and the stop operator need."""
+class _StartResultBase(TypedDict):
+    """The keys every start result has."""
 
     resource_id: str
     sid: str
@@ -94,6 +108,12 @@ class StartResult(TypedDict):
     uid: str
     recording_mode: RecordingMode
     app_id: str
+
+
+class StartResult(_StartResultBase, total=False):
+    """The start operator's XCom value: what the sensor and the stop operator need."""
+
+    storage: dict[str, Any]  # from clientRequest.storageConfig, without its keys
 
 
 # Agora's file keys, by their lower-case spelling (web recording writes ``filename``).

@@ -22,6 +22,8 @@ from airflow_provider_agora._compat import (
     push_keys,
 )
 from airflow_provider_agora._connection_form import DEFAULT_CONN_ID
+from airflow_provider_agora._storage.locations import StorageLocation
+from airflow_provider_agora._storage.verification import located
 from airflow_provider_agora.exceptions import (
     AgoraApiError,
     AgoraConfigurationError,
@@ -131,6 +133,7 @@ class AgoraStartRecordingOperator(BaseOperator):
         self.acquire_request = acquire_request
         self.app_id = app_id
         self.agora_conn_id = agora_conn_id
+        self._location: StorageLocation | None = None  # from client_request's storageConfig, at run time
 
     def render_template_fields(self, context: Context, jinja_env: jinja2.Environment | None = None) -> None:
         """Mask credentials as soon as their values are known, before Airflow stores rendered fields."""
@@ -156,6 +159,10 @@ class AgoraStartRecordingOperator(BaseOperator):
                     f"client_request for channel {cname!r} must be a dict (Agora's clientRequest for start), "
                     f"got {type(self.client_request).__name__}."
                 )
+            storage_config = self.client_request.get("storageConfig")
+            self._location = (
+                StorageLocation.from_storage_config(storage_config, sid=None) if storage_config is not None else None
+            )
             acquire_hook = _hook(self.agora_conn_id)
             app_id = acquire_hook.resolve_app_id(self.app_id)
         acquire_request = (
@@ -181,7 +188,7 @@ class AgoraStartRecordingOperator(BaseOperator):
             uid,
             start_hook.last_request_id,
         )
-        return {
+        started: StartResult = {
             "resource_id": resource_id,
             "sid": sid,
             "cname": cname,
@@ -189,6 +196,9 @@ class AgoraStartRecordingOperator(BaseOperator):
             "recording_mode": mode,
             "app_id": app_id,
         }
+        if self._location is not None:
+            started["storage"] = self._location.to_dict()
+        return started
 
 
 class AgoraStopRecordingOperator(BaseOperator):
@@ -215,6 +225,7 @@ class AgoraStopRecordingOperator(BaseOperator):
         "uid",
         "app_id",
         "agora_conn_id",
+        "storage",
     )
     ui_color = "#099dfd"
 
@@ -231,6 +242,7 @@ class AgoraStopRecordingOperator(BaseOperator):
         on_no_recorded_data: str = "skip",  # an OnNoRecordedData
         on_already_stopped: str = "fail",  # an OnAlreadyStopped
         agora_conn_id: str = DEFAULT_CONN_ID,
+        storage: Any = None,
         **kwargs: Any,
     ) -> None:
         self._push_keys = key_outputs_default(kwargs)
@@ -245,12 +257,14 @@ class AgoraStopRecordingOperator(BaseOperator):
         self.on_no_recorded_data = on_no_recorded_data
         self.on_already_stopped = on_already_stopped
         self.agora_conn_id = agora_conn_id
+        self.storage = storage
+        self._location: StorageLocation | None = None
 
     def _result(self, body: Any, ended_by: EndedBy) -> StopResult:
         snapshot = parse_recording(body, sid=self.sid, require_status=False)
         # The mode is a RecordingMode by now: hook.stop checked it before sending anything.
         mode = cast(RecordingMode, self.recording_mode)
-        result = recording_result(self.resource_id, self.sid, mode, snapshot, ended_by)
+        result = located(recording_result(self.resource_id, self.sid, mode, snapshot, ended_by), self._location)
         return cast(StopResult, {**result, "uploading_status": snapshot.uploading_status})
 
     def _check_choices(self) -> None:
@@ -274,6 +288,8 @@ class AgoraStopRecordingOperator(BaseOperator):
         try:
             with configuration_errors_fail_the_task():
                 self._check_choices()
+                if self.storage not in (None, "", {}):
+                    self._location = StorageLocation.from_argument(self.storage, sid=self.sid)
                 body = hook.stop(
                     self.resource_id,
                     self.sid,

@@ -20,6 +20,13 @@ from airflow_provider_agora._compat import (
     key_outputs_default,
     push_keys,
 )
+from airflow_provider_agora._storage.verification import (
+    StorageArguments,
+    StorageTrouble,
+    decide_on_storage,
+    located,
+    storage_check,
+)
 from airflow_provider_agora._waiting import (
     Decision,
     Outcome,
@@ -33,6 +40,8 @@ from airflow_provider_agora.exceptions import AgoraError, configuration_errors_f
 
 if TYPE_CHECKING:
     from airflow_provider_agora._compat import Context
+    from airflow_provider_agora._storage.locations import StorageLocation
+    from airflow_provider_agora._storage.verification import StorageCheck
     from airflow_provider_agora.hooks.agora import AgoraHook
     from airflow_provider_agora.results import RecordingResult
 
@@ -79,13 +88,22 @@ class AgoraRecordingQuerySensor(BaseSensorOperator):
     :param notification_poll_interval: in deferrable mode, the interval between ``query`` calls for
         waits that receive notifications (the backstop: notifications can be lost); default
         ``poke_interval``.
+    :param storage: where the recording's files go: the start operator's result ``["storage"]``, the
+        ``storageConfig`` (its keys are neither needed nor kept), or a URI such as ``s3://bucket/prefix``.
+        With it, each file in the result has its ``key`` and ``uri`` and the result its ``storage``. Templated.
+    :param verify_in_storage: succeed only once every file is in the bucket and complete (each HLS
+        playlist finished with all its segments, each MP4 non-empty); needs ``storage``.
+    :param storage_conn_id: the connection that reads the bucket (``aws`` with ``endpoint_url`` for
+        S3-compatible storage); default: the reader's own default connection. Templated.
+    :param storage_grace_period: seconds the files may take to land after Agora is done (a 32,
+        "backuped", forwards them later); then the task fails naming what is missing. Templated.
     :param deferrable: wait on the triggerer instead of a worker slot (poke once first; a
         recording already at its target never defers). Default: ``[operators] default_deferrable``.
     """
 
     # The wait's parameters and their defaults are declared once, in ``WaitSpec``: the defaults
     # below are its class attributes, and so are the templated ones.
-    template_fields: Sequence[str] = WaitSpec.templated()
+    template_fields: Sequence[str] = (*WaitSpec.templated(), *StorageArguments.templated)
     ui_color = "#099dfd"
 
     def __init__(
@@ -103,6 +121,10 @@ class AgoraRecordingQuerySensor(BaseSensorOperator):
         exit_files_grace_period: float = WaitSpec.exit_files_grace_period,
         notification_poll_interval: float | None = WaitSpec.notification_poll_interval,
         known_to_have_run: bool = WaitSpec.known_to_have_run,
+        storage: Any = StorageArguments.storage,
+        verify_in_storage: bool = StorageArguments.verify_in_storage,
+        storage_conn_id: str | None = StorageArguments.storage_conn_id,
+        storage_grace_period: float = StorageArguments.storage_grace_period,
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         **kwargs: Any,
     ) -> None:
@@ -123,6 +145,10 @@ class AgoraRecordingQuerySensor(BaseSensorOperator):
         self.exit_files_grace_period = exit_files_grace_period
         self.notification_poll_interval = notification_poll_interval
         self.known_to_have_run = known_to_have_run
+        self.storage = storage
+        self.verify_in_storage = verify_in_storage
+        self.storage_conn_id = storage_conn_id
+        self.storage_grace_period = storage_grace_period
         self.deferrable = deferrable
         self._memory = WaitMemory()
 
@@ -136,6 +162,38 @@ class AgoraRecordingQuerySensor(BaseSensorOperator):
     @configuration_errors_fail_the_task()
     def wait_spec(self) -> WaitSpec:
         return WaitSpec.from_attributes(self)
+
+    @configuration_errors_fail_the_task()
+    def storage_spec(self, sid: str) -> tuple[StorageLocation | None, StorageCheck | None]:
+        return storage_check(
+            storage=self.storage,
+            verify_in_storage=self.verify_in_storage,
+            storage_conn_id=self.storage_conn_id,
+            storage_grace_period=self.storage_grace_period,
+            sid=sid,
+        )
+
+    def decide(self, spec: WaitSpec, memory: WaitMemory) -> Decision:
+        """One poll of the wait: Agora's side (``poll``) until it is done, then, with
+        ``verify_in_storage``, the bucket's, until the files are there and complete."""
+        location, check = self.storage_spec(spec.sid)
+        if check is not None and memory.settled is not None:
+            return self.verify(check, memory, memory.settled)
+        decision = self.poll(spec, memory)
+        if decision.outcome is not Outcome.DONE or decision.result is None:
+            return decision
+        if check is not None:
+            return self.verify(check, decision.memory, decision.result)
+        return Decision(decision.outcome, decision.memory, decision.message, located(decision.result, location))
+
+    def verify(self, check: StorageCheck, memory: WaitMemory, settled: RecordingResult) -> Decision:
+        """One look at the bucket (a listing of the recording's prefix, then its playlists)."""
+        from airflow_provider_agora._storage.reading import read_listing
+        from airflow_provider_agora._storage.verification import examine
+
+        listing = read_listing(check, settled["files"], settled["sid"])
+        seen = listing if isinstance(listing, StorageTrouble) else examine(check.location, settled["files"], listing)
+        return decide_on_storage(check, memory, settled, seen, time.time())
 
     @configuration_errors_fail_the_task()
     def poll(self, spec: WaitSpec, memory: WaitMemory) -> Decision:
@@ -166,10 +224,13 @@ class AgoraRecordingQuerySensor(BaseSensorOperator):
         spec = self.wait_spec()
         store = context.get("task_state_store")  # Airflow 3.3+: survives reschedules and restarts
         memory = WaitMemory.from_json(store.get(MEMORY_KEY)) if store is not None else self._memory
-        decision = self.poll(spec, memory)
+        decision = self.decide(spec, memory)
         while self._must_wait_out_not_found(decision, store, spec):
             time.sleep(min(self.poke_interval, spec.not_found_grace_period))
-            decision = self.poll(spec, decision.memory)
+            decision = self.decide(spec, decision.memory)
+        while self._must_wait_out_storage(decision, store):
+            time.sleep(self.poke_interval)
+            decision = self.decide(spec, decision.memory)
 
         self.log.info("%s (request id %s)", decision.message, self.hook.last_request_id)
         if decision.outcome is Outcome.WAIT:
@@ -190,6 +251,16 @@ class AgoraRecordingQuerySensor(BaseSensorOperator):
             and self.reschedule
             and decision.outcome is Outcome.WAIT
             and decision.memory.not_found_since is not None
+        )
+
+    def _must_wait_out_storage(self, decision: Decision, store: object) -> bool:
+        """As ``_must_wait_out_not_found``, for files still landing after Agora is done: without a
+        task state store a reschedule would forget that Agora is done, and query a recording that is gone."""
+        return (
+            store is None
+            and self.reschedule
+            and decision.outcome is Outcome.WAIT
+            and decision.memory.settled is not None
         )
 
     def _remember(self, context: Context, memory: WaitMemory) -> None:
@@ -225,7 +296,10 @@ class AgoraRecordingQuerySensor(BaseSensorOperator):
         first = self.poke(context)  # no deferral when the recording is already there (or failed)
         if first:
             return first.xcom_value if isinstance(first, PokeReturnValue) else None
-        self._defer(self._memory, end_time=time.time() + float(self.timeout))
+        end_time = time.time() + float(self.timeout)
+        if self._memory.settled is not None:  # Agora is done; the files are still landing
+            self._defer_storage_check(self._memory, end_time=end_time)
+        self._defer(self._memory, end_time=end_time)
 
     def _defer(self, memory: WaitMemory, *, end_time: float) -> NoReturn:
         from airflow_provider_agora.triggers.agora import AgoraRecordingQueryTrigger
@@ -240,6 +314,42 @@ class AgoraRecordingQuerySensor(BaseSensorOperator):
             method_name="execute_complete",
             timeout=timedelta(seconds=max(end_time - time.time(), 0.0)),
         )
+
+    def _defer_storage_check(self, memory: WaitMemory, *, end_time: float) -> NoReturn:
+        """Agora is done and the files are still landing: check the bucket again after
+        ``poke_interval``, on the worker (the triggerer only keeps the timer)."""
+        from airflow_provider_agora._compat import time_delta_trigger
+
+        self.defer(
+            trigger=time_delta_trigger(float(self.poke_interval)),
+            method_name="storage_check_complete",
+            kwargs={"memory": memory.to_json(), "end_time": end_time},
+            timeout=timedelta(seconds=max(end_time - time.time(), 0.0)),
+        )
+
+    def storage_check_complete(
+        self, context: Context, event: object = None, *, memory: Mapping[str, Any] | None = None, end_time: float = 0.0
+    ) -> RecordingResult | None:
+        """Resume after the timer between two storage checks."""
+        return self._storage_checked(context, WaitMemory.from_json(dict(memory or {})), end_time)
+
+    def _storage_checked(self, context: Context, memory: WaitMemory, end_time: float) -> RecordingResult | None:
+        _, check = self.storage_spec(self.sid)
+        assert check is not None and memory.settled is not None
+        decision = self.verify(check, memory, memory.settled)
+        self.log.info("%s", decision.message)
+        if decision.outcome is Outcome.FAIL:
+            self._forget(context)
+            raise AirflowFailException(decision.message)
+        if decision.outcome is Outcome.WAIT:
+            if end_time and time.time() >= end_time:
+                raise AirflowSensorTimeout(f"{decision.message} The sensor's timeout has passed.")
+            self._remember(context, decision.memory)
+            self._defer_storage_check(decision.memory, end_time=end_time or time.time() + float(self.timeout))
+        self._forget(context)
+        if self._push_keys:
+            push_keys(context, decision.result)
+        return decision.result
 
     def execute_complete(self, context: Context, event: Mapping[str, object] | None = None) -> RecordingResult | None:
         """Resume after the trigger: the same XCom value and messages as poke mode."""
@@ -267,6 +377,11 @@ class AgoraRecordingQuerySensor(BaseSensorOperator):
         if event["status"] == EVENT_SUCCESS:
             self.log.info("%s", message)
             result = cast("RecordingResult | None", event.get("result"))
+            location, check = self.storage_spec(self.sid)
+            if result is not None and check is not None:
+                return self._storage_checked(context, WaitMemory(settled=result), float(event.get("end_time") or 0))
+            if result is not None:
+                result = located(result, location)
             if self._push_keys:
                 push_keys(context, result)
             return result

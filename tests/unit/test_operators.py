@@ -64,7 +64,17 @@ def wait_until_in_progress(started: dict[str, Any]) -> dict[str, Any]:
 
 def test_start_acquires_then_starts_and_returns_what_the_sensor_needs(agora_conn: AgoraSimulator) -> None:
     started = start_task().execute({})
-    assert set(started) == {"resource_id", "sid", "cname", "uid", "recording_mode", "app_id"}
+    assert set(started) == {"resource_id", "sid", "cname", "uid", "recording_mode", "app_id", "storage"}
+    # Where the files go, for the sensor's storage=: the storageConfig without its keys and token.
+    assert started["storage"] == {
+        "vendor": 1,
+        "vendor_name": "Amazon S3",
+        "region": 0,
+        "bucket": "b",
+        "file_name_prefix": [],
+        "prefix": "",
+        "uri": "s3://b/",
+    }
     assert (started["cname"], started["uid"], started["recording_mode"], started["app_id"]) == (
         "room1",
         "527841",

@@ -404,6 +404,9 @@ def test_templated_fields() -> None:
         "not_found_grace_period",
         "on_not_found",
         "exit_files_grace_period",
+        "storage",
+        "storage_conn_id",
+        "storage_grace_period",
     }
 
 

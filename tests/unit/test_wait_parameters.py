@@ -21,6 +21,7 @@ import pytest
 from airflow_provider_agora._client.protocol import RECORDING_MODES
 from airflow_provider_agora._client.retry import RetryPolicy
 from airflow_provider_agora._compat import AirflowFailException, TaskDeferred
+from airflow_provider_agora._storage.verification import StorageArguments
 from airflow_provider_agora._waiting import (
     ON_NOT_FOUND_CHOICES,
     Outcome,
@@ -170,7 +171,9 @@ def test_the_sensor_takes_every_wait_parameter_with_the_declared_default() -> No
         assert signature[spec_field.name].default == (
             inspect.Parameter.empty if spec_field.name in ("resource_id", "sid") else spec_field.default
         ), spec_field.name
-    assert tuple(AgoraRecordingQuerySensor.template_fields) == WaitSpec.templated()
+    for name in ("storage", "verify_in_storage", "storage_conn_id", "storage_grace_period"):
+        assert signature[name].default == getattr(StorageArguments, name), name
+    assert tuple(AgoraRecordingQuerySensor.template_fields) == (*WaitSpec.templated(), *StorageArguments.templated)
     task = AgoraRecordingQuerySensor(task_id="wait", resource_id=RID, sid=SID)
     assert WaitSpec.from_attributes(task) == WaitSpec.checked(resource_id=RID, sid=SID)
 
