@@ -22,6 +22,7 @@ from airflow_provider_agora._compat import (
     push_keys,
 )
 from airflow_provider_agora._connection_form import DEFAULT_CONN_ID
+from airflow_provider_agora._storage.announcing import AnnouncesRecording
 from airflow_provider_agora._storage.locations import StorageLocation
 from airflow_provider_agora._storage.verification import located
 from airflow_provider_agora.exceptions import (
@@ -79,7 +80,7 @@ def _hook(conn_id: str, retry_policy: RetryPolicy | None = None) -> AgoraHook:
     return AgoraHook(conn_id, retry_policy=retry_policy)
 
 
-class AgoraStartRecordingOperator(BaseOperator):
+class AgoraStartRecordingOperator(AnnouncesRecording, BaseOperator):
     """Acquire a resource and start a cloud recording in one task.
 
     Agora wants ``start`` within two seconds of ``acquire``, so both happen here. A failed ``start``
@@ -147,6 +148,7 @@ class AgoraStartRecordingOperator(BaseOperator):
         result = self._start(context)
         if self._push_keys:
             push_keys(context, result)
+        self.announce(context, result)
         return result
 
     def _start(self, context: Context) -> StartResult:
@@ -201,7 +203,7 @@ class AgoraStartRecordingOperator(BaseOperator):
         return started
 
 
-class AgoraStopRecordingOperator(BaseOperator):
+class AgoraStopRecordingOperator(AnnouncesRecording, BaseOperator):
     """Stop a cloud recording and return its final file list.
 
     Returns the sensor's result shape plus ``uploading_status`` (``uploaded``; ``backuped`` means
@@ -281,6 +283,7 @@ class AgoraStopRecordingOperator(BaseOperator):
         result = self._stop(context)
         if self._push_keys:
             push_keys(context, result)
+        self.announce(context, result)
         return result
 
     def _stop(self, context: Context) -> StopResult:

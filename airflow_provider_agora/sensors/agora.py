@@ -20,6 +20,7 @@ from airflow_provider_agora._compat import (
     key_outputs_default,
     push_keys,
 )
+from airflow_provider_agora._storage.announcing import AnnouncesRecording
 from airflow_provider_agora._storage.verification import (
     StorageArguments,
     StorageTrouble,
@@ -51,7 +52,7 @@ __all__ = ["AgoraRecordingQuerySensor"]
 MEMORY_KEY = "agora_recording_wait"
 
 
-class AgoraRecordingQuerySensor(BaseSensorOperator):
+class AgoraRecordingQuerySensor(AnnouncesRecording, BaseSensorOperator):
     """Wait until an Agora cloud recording reaches ``target_status``, and return its file list.
 
     Each poke calls Agora's ``query`` once. The task succeeds once ``serverResponse.status`` is at
@@ -263,6 +264,12 @@ class AgoraRecordingQuerySensor(BaseSensorOperator):
             and decision.memory.settled is not None
         )
 
+    def _hand_over(self, context: Context, result: RecordingResult | None) -> None:
+        """The wait succeeded: its result for downstream tasks (XComs per key, outlet asset events, lineage)."""
+        if self._push_keys:
+            push_keys(context, result)
+        self.announce(context, result)
+
     def _remember(self, context: Context, memory: WaitMemory) -> None:
         """Keep what the wait knows for the next poke, reschedule, try or deferral."""
         self._memory = memory
@@ -286,8 +293,7 @@ class AgoraRecordingQuerySensor(BaseSensorOperator):
             self._forget(context)
             raise
         self._forget(context)
-        if self._push_keys:
-            push_keys(context, result)
+        self._hand_over(context, result)
         return result
 
     def _wait(self, context: Context) -> RecordingResult | None:
@@ -347,8 +353,7 @@ class AgoraRecordingQuerySensor(BaseSensorOperator):
             self._remember(context, decision.memory)
             self._defer_storage_check(decision.memory, end_time=end_time or time.time() + float(self.timeout))
         self._forget(context)
-        if self._push_keys:
-            push_keys(context, decision.result)
+        self._hand_over(context, decision.result)
         return decision.result
 
     def execute_complete(self, context: Context, event: Mapping[str, object] | None = None) -> RecordingResult | None:
@@ -382,8 +387,7 @@ class AgoraRecordingQuerySensor(BaseSensorOperator):
                 return self._storage_checked(context, WaitMemory(settled=result), float(event.get("end_time") or 0))
             if result is not None:
                 result = located(result, location)
-            if self._push_keys:
-                push_keys(context, result)
+            self._hand_over(context, result)
             return result
         if event["status"] == EVENT_FAILURE:
             raise AirflowFailException(message)
