@@ -30,41 +30,29 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime
 import itertools
 import json
 import os
-import platform
-import statistics
 import sys
 import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-# trigger_load gives Airflow a throw-away AIRFLOW_HOME before anything imports Airflow.
-from trigger_load import (
-    _AIRFLOW_HOME,
-    AGORA_RATE,
-    APP_ID,
-    CONN_ID,
-    CUSTOMER_ID,
-    CUSTOMER_SECRET,
-    SimulatorProcess,
-    _silence_logs,
-)
+import _harness as h
 
-from airflow_provider_agora.simulator import max_in_sliding_second
+# Airflow reads AIRFLOW_HOME on import: give it a throw-away one before anything imports it.
+_AIRFLOW_HOME = h.use_throwaway_airflow_home("agora-fairness-")
+
+from airflow_provider_agora.simulator import max_in_sliding_second  # noqa: E402  (stdlib only)
+
+if TYPE_CHECKING:
+    from airflow.triggers.base import BaseTrigger
 
 WINDOW = 1.02  # seconds per Agora's 10 requests, as the provider's budget spaces them
 HEARTBEAT = 0.01  # seconds between two heartbeats when nothing blocks the loop
 SLOW_ANSWER = 0.6  # seconds each answer takes in the event-loop scenario
-
-
-def _quantile(values: Sequence[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def _unknown_sid(n: int) -> str:
@@ -103,10 +91,10 @@ def polling_figures(log: list[dict[str, Any]], waits: list[str]) -> dict[str, An
         "polls_max": max(counts.values()),
         "spread": spread,
         "spread_after_join": spread_after_join,
-        "gap_ideal": len(waits) * WINDOW / AGORA_RATE,
-        "gap_median": statistics.median(gaps) if gaps else None,
-        "gap_p95": _quantile(gaps, 0.95) if gaps else None,
-        "gap_max": max(gaps) if gaps else None,
+        "gap_ideal": len(waits) * WINDOW / h.AGORA_RATE,
+        "gap_median": h.median(gaps),
+        "gap_p95": h.quantile(gaps, 0.95),
+        "gap_max": h.quantile(gaps, 1.0),
     }
 
 
@@ -114,7 +102,6 @@ def polling_figures(log: list[dict[str, Any]], waits: list[str]) -> dict[str, An
 
 
 async def _run_waits(n: int, seconds: float) -> None:
-    from airflow_provider_agora.hooks.agora import AgoraAsyncHook
     from airflow_provider_agora.triggers.agora import AgoraRecordingQueryTrigger
 
     end_time = time.time() + seconds
@@ -129,8 +116,15 @@ async def _run_waits(n: int, seconds: float) -> None:
         )
         for i in range(n)
     ]
+    await _drive_all(waits)
 
-    async def drive(trigger: AgoraRecordingQueryTrigger) -> None:
+
+async def _drive_all(waits: Sequence[BaseTrigger]) -> None:
+    """Run every wait to its end on this loop, then close the shared HTTP client, as a triggerer
+    does when it stops."""
+    from airflow_provider_agora.hooks.agora import AgoraAsyncHook
+
+    async def drive(trigger: BaseTrigger) -> None:
         async for _event in trigger.run():
             pass
 
@@ -138,7 +132,7 @@ async def _run_waits(n: int, seconds: float) -> None:
     await AgoraAsyncHook.close_shared_clients()
 
 
-def deferred_waits(simulator: SimulatorProcess, n: int, seconds: float) -> dict[str, Any]:
+def deferred_waits(simulator: h.SimulatorProcess, n: int, seconds: float) -> dict[str, Any]:
     simulator.control("DELETE", "requests")
     asyncio.run(_run_waits(n, seconds))
     log = [r for r in simulator.control("GET", "requests") if r["path"].endswith("/query")]
@@ -173,8 +167,8 @@ async def _heartbeat_gaps(work: Any) -> tuple[list[tuple[float, float]], float]:
     return gaps, wall
 
 
-def event_loop_stalls(simulator: SimulatorProcess, n: int, blocking: bool) -> dict[str, Any]:
-    from airflow_provider_agora.hooks.agora import AgoraAsyncHook, AgoraHook
+def event_loop_stalls(simulator: h.SimulatorProcess, n: int, blocking: bool) -> dict[str, Any]:
+    from airflow_provider_agora.hooks.agora import AgoraHook
     from airflow_provider_agora.triggers.agora import AgoraRecordingQueryTrigger
 
     (recording,) = simulator.control("POST", "recordings", {"end_times": [time.time() + 3600]})
@@ -190,20 +184,14 @@ def event_loop_stalls(simulator: SimulatorProcess, n: int, blocking: bool) -> di
             )
             for _ in range(n)
         ]
-
-        async def drive(trigger: AgoraRecordingQueryTrigger) -> None:
-            async for _event in trigger.run():
-                pass
-
-        await asyncio.gather(*(drive(w) for w in waits))
-        await AgoraAsyncHook.close_shared_clients()
+        await _drive_all(waits)
 
     async def blocking_calls() -> None:
-        hook = AgoraHook(CONN_ID)
+        hook = AgoraHook(h.CONN_ID)
 
         async def one() -> None:
             await asyncio.sleep(0)
-            hook.query(recording["resource_id"], recording["sid"], "mix")  # blocks the loop: the bug
+            hook.query(recording["resource_id"], recording["sid"], recording_mode="mix")  # blocks the loop: the bug
 
         await asyncio.gather(*(one() for _ in range(n)))
 
@@ -219,8 +207,8 @@ def event_loop_stalls(simulator: SimulatorProcess, n: int, blocking: bool) -> di
         "scenario": f"{n} {kind}, answers take {SLOW_ANSWER:g} s",
         "wall_seconds": wall,
         "heartbeats": len(gaps),
-        "gap_median": statistics.median(gaps),
-        "gap_p99": _quantile(gaps, 0.99),
+        "gap_median": h.median(gaps),
+        "gap_p99": h.quantile(gaps, 0.99),
         "gap_max": longest,
         "gap_max_at": longest_at,
         "gap_max_after_first_second": max((gap for at, gap in timed_gaps if at >= 1.0), default=None),
@@ -230,7 +218,7 @@ def event_loop_stalls(simulator: SimulatorProcess, n: int, blocking: bool) -> di
 # -- 3. sensors in threads -----------------------------------------------------------------------
 
 
-def sensors_in_threads(simulator: SimulatorProcess, n: int, seconds: float) -> dict[str, Any]:
+def sensors_in_threads(simulator: h.SimulatorProcess, n: int, seconds: float) -> dict[str, Any]:
     from airflow_provider_agora.sensors.agora import AgoraRecordingQuerySensor
 
     recordings = simulator.control("POST", "recordings", {"end_times": [time.time() + 3600] * n})
@@ -266,15 +254,15 @@ def sensors_in_threads(simulator: SimulatorProcess, n: int, seconds: float) -> d
 # -- 4. the simulator's own limit -----------------------------------------------------------------
 
 
-def simulator_readmission(simulator: SimulatorProcess) -> dict[str, Any]:
+def simulator_readmission(simulator: h.SimulatorProcess) -> dict[str, Any]:
     """A burst of ``acquire`` until the simulator answers 429, then knocking every 5 ms until it
     admits again: how long after the first admitted request the window lets the next one in."""
     import requests
 
     simulator.control("DELETE", "requests")
     session = requests.Session()
-    session.auth = (CUSTOMER_ID, CUSTOMER_SECRET)
-    url = f"{simulator.url}/v1/apps/{APP_ID}/cloud_recording/acquire"
+    session.auth = (simulator.customer_id, simulator.customer_secret)
+    url = f"{simulator.url}/v1/apps/{simulator.app_id}/cloud_recording/acquire"
     body = {"cname": "bench", "uid": "1", "clientRequest": {}}
     while session.post(url, json=body).status_code != 429:
         pass
@@ -295,10 +283,6 @@ def simulator_readmission(simulator: SimulatorProcess) -> dict[str, Any]:
 # -- report ------------------------------------------------------------------------------------------
 
 
-def _f(value: float | None, digits: int = 2) -> str:
-    return "-" if value is None else f"{value:.{digits}f}"
-
-
 def markdown(
     meta: dict[str, Any], polling: list[dict[str, Any]], stalls: list[dict[str, Any]], limit: dict[str, Any]
 ) -> str:
@@ -313,10 +297,11 @@ def markdown(
     ]
     for row in polling:
         lines.append(
-            f"| {row['scenario']} | {row['requests']} | {_f(row['per_second'])} | {row['peak_in_a_second']} "
+            f"| {row['scenario']} | {row['requests']} | {h.fmt(row['per_second'])} | {row['peak_in_a_second']} "
             f"| {row['rate_limited']} | {row['polls_min']}-{row['polls_max']} "
             f"| {row['spread']} ({row['spread_after_join']}) "
-            f"| {_f(row['gap_ideal'])} / {_f(row['gap_median'])} / {_f(row['gap_p95'])} / {_f(row['gap_max'])} |"
+            f"| {h.fmt(row['gap_ideal'])} / {h.fmt(row['gap_median'])} / {h.fmt(row['gap_p95'])} "
+            f"/ {h.fmt(row['gap_max'])} |"
         )
     lines += [
         "",
@@ -327,23 +312,23 @@ def markdown(
     for row in stalls:
         after = row["gap_max_after_first_second"]
         lines.append(
-            f"| {row['scenario']} | {_f(row['wall_seconds'], 1)} | {row['heartbeats']} "
-            f"| {_f(1000 * row['gap_median'], 1)} | {_f(1000 * row['gap_p99'], 1)} "
-            f"| {_f(1000 * row['gap_max'], 1)} ({_f(row['gap_max_at'])}) "
-            f"| {'-' if after is None else _f(1000 * after, 1)} |"
+            f"| {row['scenario']} | {h.fmt(row['wall_seconds'], 1)} | {row['heartbeats']} "
+            f"| {h.fmt(1000 * row['gap_median'], 1)} | {h.fmt(1000 * row['gap_p99'], 1)} "
+            f"| {h.fmt(1000 * row['gap_max'], 1)} ({h.fmt(row['gap_max_at'])}) "
+            f"| {'-' if after is None else h.fmt(1000 * after, 1)} |"
         )
     lines += [
         "",
         f"The simulator's own limit: a burst of `acquire` was admitted {limit['burst_admitted']} times in "
-        f"{_f(limit['burst_seconds'], 3)} s, then refused; knocking every 5 ms, the next request was admitted "
-        f"{_f(limit['readmitted_after'], 3)} s after the burst's first ({limit['refused']} refusals, which do not "
+        f"{h.fmt(limit['burst_seconds'], 3)} s, then refused; knocking every 5 ms, the next request was admitted "
+        f"{h.fmt(limit['readmitted_after'], 3)} s after the burst's first ({limit['refused']} refusals, which do not "
         f"count towards the limit).",
     ]
     return "\n".join(lines)
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser = h.argument_parser(__doc__)
     parser.add_argument("--seconds", type=float, default=15.0, help="length of each polling scenario (default 15)")
     parser.add_argument(
         "--waits", type=int, nargs="+", default=[8, 30], help="numbers of deferred waits (default 8 30)"
@@ -359,32 +344,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         _parser().error("need --seconds > 0, --waits >= 1 and --sensors >= 1")
     import shutil
 
-    import airflow
-
-    _silence_logs()
+    h.silence_logs()
     meta: dict[str, Any] = {
-        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "cores": os.cpu_count(),
-        "platform": platform.platform(terse=True),
-        "python": platform.python_version(),
-        "airflow": airflow.__version__,
+        **h.run_meta(),
         "load_before": f"{os.getloadavg()[0]:.1f}",
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
     }
-    simulator = SimulatorProcess()
+    simulator = h.SimulatorProcess()
     polling: list[dict[str, Any]] = []
     stalls: list[dict[str, Any]] = []
     try:
         simulator.start()
-        os.environ[f"AIRFLOW_CONN_{CONN_ID.upper()}"] = json.dumps(
-            {
-                "conn_type": "agora",
-                "host": simulator.url,
-                "login": CUSTOMER_ID,
-                "password": CUSTOMER_SECRET,
-                "extra": {"app_id": APP_ID},
-            }
-        )
+        os.environ[f"AIRFLOW_CONN_{h.CONN_ID.upper()}"] = simulator.connection_json()
         for n in args.waits:
             print(f"{n} deferred waits for {args.seconds:g} s ...", file=sys.stderr, flush=True)
             polling.append(deferred_waits(simulator, n, args.seconds))

@@ -31,12 +31,13 @@ import importlib.metadata
 import json
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import tempfile
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+import _harness as h
 
 BASELINE = "airflow.sdk"
 HTTP_LIBS: tuple[str, ...] = ("requests", "urllib3", "aiohttp", "httpx")
@@ -206,10 +207,10 @@ def measure(targets: tuple[Target, ...], repeat: int, warmup: int) -> tuple[list
         for r in results:
             if r.status != "ok" or not r.samples_ms:
                 continue
-            r.median_ms = statistics.median(r.samples_ms)
+            r.median_ms = h.median(r.samples_ms)
             r.min_ms = min(r.samples_ms)
             r.max_ms = max(r.samples_ms)
-            r.median_cpu_ms = statistics.median(r.cpu_samples_ms)
+            r.median_cpu_ms = h.median(r.cpu_samples_ms)
             cross = importtime_once(r.module, env)
             if cross is not None:
                 r.importtime_self_sum_ms, r.importtime_cumulative_ms, r.importtime_modules = cross
@@ -229,11 +230,6 @@ def environment() -> dict[str, Any]:
     }
 
 
-def fmt(value: float | None) -> str:
-    """Milliseconds with one decimal, or a dash."""
-    return "-" if value is None else f"{value:.1f}"
-
-
 def markdown(results: list[Result], baseline_ms: list[float], repeat: int) -> str:
     """The results as a Markdown table plus one line of context."""
     head = (
@@ -247,14 +243,14 @@ def markdown(results: list[Result], baseline_ms: list[float], repeat: int) -> st
             lines.append(f"| `{r.module}` | {dist} | {r.status} | | | | |")
             continue
         libs = ", ".join(r.http_libs_new) or "none"
-        cross = f"{fmt(r.importtime_self_sum_ms)} / {fmt(r.importtime_cumulative_ms)}"
+        cross = f"{h.fmt(r.importtime_self_sum_ms, 1)} / {h.fmt(r.importtime_cumulative_ms, 1)}"
         lines.append(
-            f"| `{r.module}` | {dist} | {fmt(r.median_ms)} | {fmt(r.min_ms)}-{fmt(r.max_ms)} "
+            f"| `{r.module}` | {dist} | {h.fmt(r.median_ms, 1)} | {h.fmt(r.min_ms, 1)}-{h.fmt(r.max_ms, 1)} "
             f"| {r.new_modules} | {libs} | {cross} |"
         )
     env = environment()
     already = sorted({lib for r in results for lib in r.http_libs_before})
-    baseline = fmt(statistics.median(baseline_ms) if baseline_ms else None)
+    baseline = h.fmt(h.median(baseline_ms), 1)
     lines.append("")
     lines.append(
         f"{repeat} fresh interpreters per module; Python {env['python']}, apache-airflow {env['apache-airflow']}, "
@@ -282,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
             "warmup": args.warmup,
             "baseline": {
                 "module": BASELINE,
-                "median_ms": statistics.median(baseline_ms) if baseline_ms else None,
+                "median_ms": h.median(baseline_ms),
             },
             "results": [asdict(r) for r in results],
         }

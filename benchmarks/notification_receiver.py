@@ -32,9 +32,9 @@ shown per run but not in the summary: a warm-up on the freshly started server fr
 as the largest run (its first requests find no connection read yet), a "floor" run of wrongly
 signed notifications (401: HTTP, routing, Airflow's middleware, the cached connection and one HMAC,
 but no JSON parsing and no Redis), and an in-process probe in a child process with the server's
-environment, timing ``_Receivers._read`` (the connection lookup the receiver does at most every
-30 s; the connection in an environment variable, and the same in the metadata DB), the handler
-without HTTP (``handle_notification``) and its parts.
+environment, timing ``_ncs.receiver_connections.connections._read`` (the connection lookup the
+receiver does at most every 30 s; the connection in an environment variable, and the same in the
+metadata DB), the handler without HTTP (``handle_notification``) and its parts.
 
 To explain the slow answers, each run also gets: the server's own duration of each request (from
 the ``duration_us`` of Airflow's access log), the API server's full garbage collections (a
@@ -58,32 +58,27 @@ import contextlib
 import datetime
 import json
 import os
-import platform
 import random
 import shutil
-import signal
-import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from importlib import metadata
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
+import _harness as h  # noqa: E402
+
 # tests.support imports the provider's hook and so Airflow, which reads AIRFLOW_HOME on import:
-# give this process a throw-away one first.
-_HOME = Path(tempfile.mkdtemp(prefix="agora-ncs-bench-"))
+# give this process a throw-away one first (the server's home is a sibling of the client's).
+_HOME = h.use_throwaway_airflow_home("agora-ncs-bench-")
 os.environ["AIRFLOW_HOME"] = str(_HOME / "client")
-os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 
 from airflow_provider_agora._ncs.store import notification_keys  # noqa: E402
 from airflow_provider_agora.notifications import namespace_of, sign  # noqa: E402  (stdlib only)
@@ -290,53 +285,6 @@ async def _send_all(
 # -- measuring helpers --------------------------------------------------------------------------
 
 
-def quantile(values: Sequence[float], q: float) -> float | None:
-    """Nearest-rank quantile."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, int(q * len(ordered) + 0.999999) - 1))]
-
-
-def group_cpu_seconds(pgid: int) -> float:
-    """utime + stime of every live process in a process group (the API server and any children)."""
-    tick = os.sysconf("SC_CLK_TCK")
-    total = 0.0
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid:  # fields[0] is state: pgrp is the 5th field of stat
-            total += (int(fields[11]) + int(fields[12])) / tick
-    return total
-
-
-def group_pids(pgid: int) -> list[int]:
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[2]) == pgid:
-                pids.append(int(entry.name))
-    return sorted(pids)
-
-
-def thread_count(pid: int) -> int | None:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("Threads:"):
-                return int(line.split()[1])
-    except OSError:
-        return None
-    return None
-
-
 def redis_snapshot(client: Any) -> dict[str, Any]:
     info = client.info("everything")
     calls = {key[len("cmdstat_") :]: value["calls"] for key, value in info.items() if key.startswith("cmdstat_")}
@@ -372,16 +320,7 @@ def redis_delta(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]
 
 def check_stored(client: Any, sent_ids: Sequence[str]) -> dict[str, Any]:
     stream_length = client.xlen(KEYS["stream"])
-    ids: list[str] = []
-    last = "-"
-    while True:
-        chunk = client.xrange(KEYS["stream"], min=last, max="+", count=1000)
-        if last != "-":
-            chunk = chunk[1:]
-        if not chunk:
-            break
-        ids.extend(json.loads(fields["notification"])["notice_id"] for _, fields in chunk)
-        last = chunk[-1][0]
+    ids = [json.loads(fields["notification"])["notice_id"] for _, fields in h.stream_entries(client, KEYS["stream"])]
     sid_list_total = 0
     for key in client.scan_iter(match=KEYS["sid"] + "*", count=1000):
         sid_list_total += client.llen(key)
@@ -466,7 +405,7 @@ def do_run(
     redis.flushdb()
     assert server.process is not None
     before = redis_snapshot(redis)
-    server_cpu = group_cpu_seconds(server.process.pid)
+    server_cpu = h.group_cpu_seconds(server.process.pid)
     client_cpu = time.process_time()
     run_deadline = time.perf_counter() + seconds_left
     run.wall_began = time.time()
@@ -474,7 +413,7 @@ def do_run(
     run.wall_ended = time.time()
     run.client_loop_lag_max_ms = stats["loop_lag_max_us"] / 1000
     client_cpu = time.process_time() - client_cpu
-    server_cpu = group_cpu_seconds(server.process.pid) - server_cpu
+    server_cpu = h.group_cpu_seconds(server.process.pid) - server_cpu
     time.sleep(0.2)  # a request the client gave up on may still be in the server's thread pool
     after = redis_snapshot(redis)
     run.server_began_at_s = began - server_t0
@@ -485,8 +424,8 @@ def do_run(
     run.seconds = ended - began
     run.per_second = run.sent / run.seconds if run.seconds else 0.0
     if timed:
-        run.p50_ms = quantile(timed, 0.50) * 1000  # type: ignore[operator]
-        run.p99_ms = quantile(timed, 0.99) * 1000  # type: ignore[operator]
+        run.p50_ms = h.quantile(timed, 0.50) * 1000  # type: ignore[operator]
+        run.p99_ms = h.quantile(timed, 0.99) * 1000  # type: ignore[operator]
         run.max_ms = max(timed) * 1000
     run.over_agora_limit = sum(1 for s in timed if s >= AGORA_LIMIT_SECONDS)
     run.statuses = dict(Counter(str(a.status) for a in done))
@@ -542,35 +481,34 @@ def resend(
 # -- in-process probe (a child process with the API server's environment) ------------------------
 
 PROBE = r"""
-import json, statistics, sys, time, uuid
-sys.path.insert(0, sys.argv[1])
+import json, os, sys, time, uuid
+sys.path[:0] = [sys.argv[1], os.path.join(sys.argv[1], "benchmarks")]
+from _harness import quantile
 from airflow_provider_agora._ncs import receiver as _receiver
-from airflow_provider_agora.notifications import parse_notification, sign, verify_signature
+from airflow_provider_agora._ncs.receiver_connections import Found, connections
+from airflow_provider_agora.notifications import namespace_of, parse_notification, sign, verify_signature
 secret, bodies = sys.argv[2], json.loads(sys.stdin.read())
 
 def ms(samples):
-    samples = sorted(samples)
-    return {"median": statistics.median(samples) * 1000, "p99": samples[int(0.99 * (len(samples) - 1))] * 1000,
-            "min": samples[0] * 1000, "n": len(samples)}
+    return {"median": quantile(samples, 0.5) * 1000, "p99": quantile(samples, 0.99) * 1000,
+            "min": min(samples) * 1000, "n": len(samples)}
 
 out = {}
 for conn_id in ("agora_default", "agora_in_db"):
     samples = []
     for i in range(25):
         t = time.perf_counter()
-        receiver = _receiver._Receivers._read(conn_id, time.monotonic())
+        found = connections._read(conn_id)
         samples.append(time.perf_counter() - t)
-        if receiver is not None and receiver.store is not None:
-            receiver.store.close()
-    out["lookup_" + conn_id] = ms(samples) if receiver is not None else None
+    out["lookup_" + conn_id] = ms(samples) if isinstance(found, Found) else None
 raws = [b.encode() for b in bodies]
 headers = [sign(raw, secret) for raw in raws]
-receiver = _receiver._receivers.get("agora_default")  # read once, as the server does at most every 30 s
-store, secrets = receiver.store, receiver.secrets
+found = connections.get("agora_default")  # read once, as the server does at most every 30 s
+store, secrets = found.store(namespace_of(secret)), found.secrets
 store.add(parse_notification(raws[0]))  # connect, load the script
 cached, verify, parse, handle = [], [], [], []
 for raw, h in zip(raws[1:], headers[1:]):
-    t0 = time.perf_counter(); _receiver._receivers.get("agora_default"); t1 = time.perf_counter()
+    t0 = time.perf_counter(); connections.get("agora_default"); t1 = time.perf_counter()
     assert verify_signature(raw, h, secrets); t2 = time.perf_counter()
     parse_notification(raw); t3 = time.perf_counter()
     cached.append(t1 - t0); verify.append(t2 - t1); parse.append(t3 - t2)
@@ -702,7 +640,7 @@ def attach_server_view(
         mine = [ms for at, ms in logged if run.wall_began <= at <= run.wall_ended + 0.05]
         run.server_logged = len(mine)
         if mine:
-            run.server_p50_ms, run.server_p99_ms = quantile(mine, 0.5), quantile(mine, 0.99)
+            run.server_p50_ms, run.server_p99_ms = h.quantile(mine, 0.5), h.quantile(mine, 0.99)
             run.server_max_ms = max(mine)
         run.machine_stalls = [ms for at, ms in stalls if run.wall_began <= at <= run.wall_ended]
         run.server_gc = [
@@ -733,10 +671,6 @@ def server_log_summary(text: str) -> dict[str, Any]:
 # -- report -------------------------------------------------------------------------------------
 
 
-def _f(value: float | None, digits: int = 1) -> str:
-    return "-" if value is None else f"{value:.{digits}f}"
-
-
 def _best_spread(values: Sequence[float | None], best: str, digits: int = 1) -> str:
     present = [v for v in values if v is not None]
     if not present:
@@ -764,10 +698,10 @@ def markdown(meta: dict[str, Any], runs: list[Run], extra_runs: list[Run], probe
         "",
         f"Whole invocation: {meta.get('total_seconds', '-')} s. API server's full (generation 2) garbage "
         f"collections: {meta.get('server_gc', {}).get('full_collections', '-')}, median "
-        f"{_f(meta.get('server_gc', {}).get('full_ms_median'), 0)} ms, longest "
-        f"{_f(meta.get('server_gc', {}).get('full_ms_max'), 0)} ms. Stall detector (a separate process waking every "
+        f"{h.fmt(meta.get('server_gc', {}).get('full_ms_median'), 0)} ms, longest "
+        f"{h.fmt(meta.get('server_gc', {}).get('full_ms_max'), 0)} ms. Stall detector (a separate process waking every "
         f"5 ms): {meta.get('machine_stalls', {}).get('count', '-')} wake-ups >= 50 ms late, longest "
-        f"{_f(meta.get('machine_stalls', {}).get('max_ms'), 0)} ms.",
+        f"{h.fmt(meta.get('machine_stalls', {}).get('max_ms'), 0)} ms.",
         "",
         "| Clients | Runs | Notifications/s | p50 ms | p99 ms | max ms | Answered 200 | Stored exactly once "
         "(stream length / distinct noticeIds; non-200s resent as Agora does) | Round trips / notification "
@@ -814,19 +748,19 @@ def markdown(meta: dict[str, Any], runs: list[Run], extra_runs: list[Run], probe
     for r in extra_runs + runs:
         stored = r.stored
         lines.append(
-            f"| {r.label} | {r.clients} | {r.loadavg_before} | {r.seconds:.1f} | {r.per_second:.0f} | {_f(r.p50_ms)} "
-            f"| {_f(r.p99_ms)} | {_f(r.max_ms)} | {r.statuses} | {r.outcomes} "
+            f"| {r.label} | {r.clients} | {r.loadavg_before} | {r.seconds:.1f} | {r.per_second:.0f} "
+            f"| {h.fmt(r.p50_ms, 1)} | {h.fmt(r.p99_ms, 1)} | {h.fmt(r.max_ms, 1)} | {r.statuses} | {r.outcomes} "
             f"| {r.stored_before_resends if r.stored_before_resends is not None else '-'}; "
             f"{stored.get('stream_length', '-')} / {stored.get('distinct_notice_ids', '-')} / "
             f"{stored.get('sid_list_entries', '-')} | {r.resent}: {r.resend_outcomes or '-'} | {r.redis.get('calls')} "
             f"| {r.slowest_at_s} | {r.server_began_at_s:.1f} | {r.errors_at_s or '-'} "
             f"| {r.slow_100ms} ({r.slow_episodes}) "
-            f"| {_f(r.server_p50_ms)} / {_f(r.server_p99_ms)} / {_f(r.server_max_ms)} "
-            f"| {len(r.machine_stalls)} ({_f(max(r.machine_stalls) if r.machine_stalls else None, 0)}) "
+            f"| {h.fmt(r.server_p50_ms, 1)} / {h.fmt(r.server_p99_ms, 1)} / {h.fmt(r.server_max_ms, 1)} "
+            f"| {len(r.machine_stalls)} ({h.fmt(max(r.machine_stalls) if r.machine_stalls else None, 0)}) "
             f"| {r.client_loop_lag_max_ms:.1f} "
             f"| {r.redis.get('connections_received')} / {r.redis.get('connections_closed')} "
             f"| {', '.join(f'{ms:.0f} ({began})' for gen, ms, began in r.server_gc if gen == 2) or '-'} "
-            f"| {_f(r.server_cpu_ms_per_notification, 2)} |"
+            f"| {h.fmt(r.server_cpu_ms_per_notification, 2)} |"
         )
     if probed:
         lines += ["", "In-process probe (child process with the server's environment, no HTTP; milliseconds):", ""]
@@ -835,9 +769,9 @@ def markdown(meta: dict[str, Any], runs: list[Run], extra_runs: list[Run], probe
         else:
             lines += ["| Step | median | p99 | min | samples |", "| --- | ---: | ---: | ---: | ---: |"]
             names = {
-                "lookup_agora_default": "connection lookup, uncached (`_Receivers._read`, connection in an env var)",
+                "lookup_agora_default": "connection lookup, uncached (`connections._read`, connection in an env var)",
                 "lookup_agora_in_db": "connection lookup, uncached (connection in the metadata DB, SQLite)",
-                "cached_lookup": "cached lookup (`_receivers.get`, every request)",
+                "cached_lookup": "cached lookup (`connections.get`, every request)",
                 "verify_signature": "`verify_signature` (HMAC-SHA256, 2 secrets configured)",
                 "parse_notification": "`parse_notification`",
                 "store_add": "`NotificationStore.add` (one EVALSHA round trip)",
@@ -854,27 +788,8 @@ def markdown(meta: dict[str, Any], runs: list[Run], extra_runs: list[Run], probe
 # -- main ---------------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def _terminate_on_sigterm() -> Iterator[None]:
-    def handler(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-def _version(name: str) -> str:
-    try:
-        return metadata.version(name)
-    except metadata.PackageNotFoundError:
-        return "?"
-
-
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = h.argument_parser(__doc__)
     parser.add_argument("--n", type=int, default=5000, help="notifications per run (default 5000)")
     parser.add_argument("--clients", default="1,10,20", help="concurrent keep-alive clients, comma-separated")
     parser.add_argument("--repeats", type=int, default=3, help="runs per client count (default 3)")
@@ -896,8 +811,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.monotonic()
     rng = random.Random(args.seed)
 
-    import airflow
-
     redis_server = RedisServer()
     if not redis_server.available:
         print("redis-server is not installed (Debian's redis-server package)", file=sys.stderr)
@@ -916,13 +829,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         check=False,
     ).stdout.strip()
     meta: dict[str, Any] = {
-        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "cores": os.cpu_count(),
-        "platform": platform.platform(terse=True),
-        "python": platform.python_version(),
-        "airflow": airflow.__version__,
-        "uvicorn": _version("uvicorn"),
-        "redis_py": _version("redis"),
+        **h.run_meta(),
+        "uvicorn": h.package_version("uvicorn"),
+        "redis_py": h.package_version("redis"),
         "redis_server": subprocess.run([redis_server.binary, "--version"], capture_output=True, text=True, check=False)
         .stdout.split(" sha=")[0]
         .strip(),
@@ -940,7 +849,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     client = None
     detector: StallDetector | None = None
     stalls: list[tuple[float, float]] = []
-    with _terminate_on_sigterm():
+    with h.terminate_on_sigterm():
         try:
             detector = StallDetector(args.budget + 240)
             redis_server.start()
@@ -975,7 +884,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if "Workers:" in line or "Running the API server with" in line
             ]
             meta["server_banner"] = ", ".join(dict.fromkeys(banner)) or "no banner found"
-            meta["server_processes"] = len(group_pids(server.process.pid))
+            meta["server_processes"] = len(h.group_pids(server.process.pid))
             client = redis_server.client()
             # The same connection in the metadata DB, for the probe's lookup timing only.
             extra = json.loads(connection_json("x"))["extra"]
@@ -1019,7 +928,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             meta["uploads"] = sum(1 for _, raw in sample if b'"eventType":31' in raw)
             meta["progress"] = args.n - meta["uploads"]
             sizes = [len(raw) for _, raw in sample]
-            meta["body_bytes"] = f"{min(sizes)}-{max(sizes)} (median {statistics.median(sizes):.0f})"
+            meta["body_bytes"] = f"{min(sizes)}-{max(sizes)} (median {h.median(sizes):.0f})"
             order = [c for _ in range(args.repeats) for c in clients]
             for number, count in enumerate(order, 1):
                 elapsed = time.monotonic() - started
@@ -1034,13 +943,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 run = do_run(f"{number}", server, client, count, bodies, NCS_SECRET, 120, server_t0)
                 runs.append(run)
                 print(
-                    f"run {number}: {count} client(s): {run.per_second:.0f}/s, p50 {_f(run.p50_ms)} ms, "
-                    f"p99 {_f(run.p99_ms)} ms, max {_f(run.max_ms)} ms, {run.statuses}, "
+                    f"run {number}: {count} client(s): {run.per_second:.0f}/s, p50 {h.fmt(run.p50_ms, 1)} ms, "
+                    f"p99 {h.fmt(run.p99_ms, 1)} ms, max {h.fmt(run.max_ms, 1)} ms, {run.statuses}, "
                     f"stored once: {run.stored.get('exactly_once')}, round trips/notification "
-                    f"{_f(run.round_trips_per_notification, 3)}, load {run.loadavg_before}",
+                    f"{h.fmt(run.round_trips_per_notification, 3)}, load {run.loadavg_before}",
                     file=sys.stderr,
                 )
-            meta["server_threads"] = thread_count(server.process.pid)
+            meta["server_threads"] = h.thread_count(server.process.pid)
             meta["loadavg_end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
             log_text = server.log_path.read_text(errors="replace")
             meta["server_log"] = server_log_summary(log_text)
@@ -1050,7 +959,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             meta["server_gc"] = {
                 "full_collections": sum(1 for _, gen, _ in collections if gen == 2),
                 "full_ms_max": max((ms for _, gen, ms in collections if gen == 2), default=None),
-                "full_ms_median": statistics.median([ms for _, gen, ms in collections if gen == 2] or [0.0]),
+                "full_ms_median": h.median([ms for _, gen, ms in collections if gen == 2] or [0.0]),
             }
             meta["machine_stalls"] = {"count": len(stalls), "max_ms": max((ms for _, ms in stalls), default=0.0)}
         finally:

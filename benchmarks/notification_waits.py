@@ -45,11 +45,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import datetime
 import gc
 import json
 import os
-import platform
 import random
 import shutil
 import subprocess
@@ -65,8 +63,11 @@ from typing import TYPE_CHECKING, Any
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-# trigger_load gives this process a throw-away AIRFLOW_HOME on import, before Airflow is imported.
-from benchmarks import trigger_load as tl  # noqa: E402
+import _harness as h  # noqa: E402
+
+# Airflow reads AIRFLOW_HOME on import: give it a throw-away one before anything imports it.
+_AIRFLOW_HOME = h.use_throwaway_airflow_home("agora-notification-waits-client-")
+
 from tests.support import APP_ID, CUSTOMER_ID, CUSTOMER_SECRET, RedisServer, connection_json  # noqa: E402
 
 if TYPE_CHECKING:
@@ -80,47 +81,21 @@ NCS_CONN_ID = "agora_default"
 POLLING_CONN_ID = "agora_polling"
 REDIS_CONN_ID = "agora_ncs_redis"
 NCS_SECRET = "ncs-bench-secret-Vb7q"
-AGORA_RATE = 10
+AGORA_RATE = h.AGORA_RATE
 KEYS = notification_keys(CUSTOMER_ID, namespace_of(NCS_SECRET))
 WATCH_SECONDS = 1.0
 LAG_TICK = 0.05
 TARGET_MEDIAN_S = 1.0
 TARGET_P99_S = 3.0
 WORST_LISTED = 5
-_quantile = tl._quantile
 
 
 # -- processes ------------------------------------------------------------------------------------
 
 
-class NotifyingSimulator(tl.SimulatorProcess):
-    """trigger_load's simulator process, also POSTing signed NCS notifications to the receiver."""
-
-    def __init__(self, notify_url: str) -> None:
-        super().__init__()
-        self.notify_url = notify_url
-
-    def start(self) -> NotifyingSimulator:
-        env = {
-            **os.environ,
-            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
-        }
-        command = [
-            sys.executable, "-m", "airflow_provider_agora.simulator", "--port", "0",
-            "--customer-id", CUSTOMER_ID, "--customer-secret", CUSTOMER_SECRET, "--app-id", APP_ID,
-            "--speed", "1", "--rate-limit", str(AGORA_RATE), "--backlog", "4096",
-            "--notify-url", self.notify_url, "--notify-secret", NCS_SECRET,
-        ]  # fmt: skip
-        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env)
-        assert self.process.stdout is not None
-        line = self.process.stdout.readline().strip()
-        prefix = "Agora simulator listening on "
-        if not line.startswith(prefix):
-            self.stop()
-            raise RuntimeError(f"simulator did not start: {line!r}")
-        self.url = line[len(prefix) :]
-        self.process.stdout.readline()  # "Sending notifications to ..."
-        return self
+def notifying_simulator(notify_url: str) -> h.SimulatorProcess:
+    """The simulator process, also POSTing signed NCS notifications to the receiver at ``notify_url``."""
+    return h.SimulatorProcess(CUSTOMER_ID, CUSTOMER_SECRET, APP_ID, notify_url=notify_url, notify_secret=NCS_SECRET)
 
 
 class RedisWatch:
@@ -226,7 +201,7 @@ class Scenario:
     lag_max_ms: float = 0.0
     lag_p99_ms: float = 0.0
     lag_max_at: float = 0.0
-    delays: list[float] = field(default_factory=list)  # from the notification (a, c) / end time (b)
+    delays: list[float] = field(default_factory=list)  # from the notification (a) / end time (b)
     delays_from_end: list[float] = field(default_factory=list)
     by_notification: list[float] = field(default_factory=list)  # delays of waits ended by a notification
     by_status_delays: list[float] = field(default_factory=list)  # delays of waits ended by a query
@@ -243,20 +218,10 @@ class Scenario:
 
 
 async def _drive(trigger: BaseTrigger, recording: dict[str, Any], done: list[Ended]) -> None:
-    """As ``trigger_load._drive``, keeping what ended the wait (``result.ended_by``)."""
-    checkpoints = 0
-    while True:
-        payload: dict[str, Any] = {}
-        async for event in trigger.run():
-            payload = dict(event.payload)
-        status = str(payload.get("status"))
-        if status != "checkpoint":
-            break
-        checkpoints += 1
-        _, kwargs = trigger.serialize()
-        kwargs["memory"] = payload.get("memory")
-        kwargs["end_time"] = float(payload.get("end_time") or kwargs["end_time"])
-        trigger = type(trigger)(**kwargs)
+    """Run one wait to its end (``_harness.run_wait_to_end``); note when, how and what ended it
+    (``result.ended_by``)."""
+    payload, checkpoints = await h.run_wait_to_end(trigger)
+    status = str(payload.get("status"))
     result = payload.get("result") or {}
     done.append(
         Ended(
@@ -284,14 +249,14 @@ async def _run_triggers(
 ) -> list[Ended]:
     from airflow_provider_agora._client import shared_budget as _shared_budget
     from airflow_provider_agora._ncs import reader as _notification_reader
-    from airflow_provider_agora.hooks.agora import AgoraAsyncHook
+    from airflow_provider_agora.testing import areset_process_state
 
     loop = asyncio.get_running_loop()
     trips_before = sum(b.round_trips for b in _shared_budget._budgets.values())
     gc.collect()
-    hwm_valid = tl._reset_peak_rss()
-    result.rss_before_kib = tl._proc_status_kib("VmRSS") or 0
-    sampler = tl.RssSampler()
+    hwm_valid = h.reset_peak_rss()
+    result.rss_before_kib = h.proc_status_kib("VmRSS") or 0
+    sampler = h.RssSampler()
     sampler.start()
     lags: list[tuple[float, float]] = []
     monitor = loop.create_task(_lag_monitor(lags))
@@ -309,7 +274,7 @@ async def _run_triggers(
     if lags:
         values = [lag for _, lag in lags]
         result.lag_max_ms = 1000 * max(values)
-        result.lag_p99_ms = 1000 * (_quantile(values, 0.99) or 0.0)
+        result.lag_p99_ms = 1000 * (h.quantile(values, 0.99) or 0.0)
         result.lag_max_at = max(lags, key=lambda item: item[1])[0] - result.started_at
     readers = list(_notification_reader._readers.get(loop, {}).values())
     result.readers = len(readers)
@@ -320,12 +285,7 @@ async def _run_triggers(
                 await asyncio.wait_for(asyncio.shield(reader._task), timeout=5)
     result.budget_round_trips = sum(b.round_trips for b in _shared_budget._budgets.values()) - trips_before
     # A triggerer keeps these for its lifetime; a benchmark scenario ends, so close them.
-    await AgoraAsyncHook.close_shared_clients()
-    for budget in _shared_budget._budgets.values():
-        script = budget._async_clients.pop(loop, None)
-        if script is not None:
-            with contextlib.suppress(Exception):
-                await script.registered_client.aclose()
+    await areset_process_state()
     return done
 
 
@@ -334,18 +294,10 @@ def _stream_31_stored_at(redis_server: RedisServer, sids: set[str]) -> dict[str,
     client = redis_server.client()
     stored: dict[str, float] = {}
     try:
-        last = "-"
-        while True:
-            entries = client.xrange(KEYS["stream"], min=last, max="+", count=5000)
-            if last != "-":
-                entries = entries[1:]
-            if not entries:
-                break
-            for entry_id, fields in entries:
-                sid = fields.get("sid", "")
-                if sid in sids and json.loads(fields["notification"]).get("event_type") == 31:
-                    stored.setdefault(sid, int(entry_id.split("-")[0]) / 1000)
-            last = entries[-1][0]
+        for entry_id, fields in h.stream_entries(client, KEYS["stream"], count=5000):
+            sid = fields.get("sid", "")
+            if sid in sids and json.loads(fields["notification"]).get("event_type") == 31:
+                stored.setdefault(sid, int(entry_id.split("-")[0]) / 1000)
     finally:
         client.close()
     return stored
@@ -354,7 +306,7 @@ def _stream_31_stored_at(redis_server: RedisServer, sids: set[str]) -> dict[str,
 def run_scenario(
     key: str,
     name: str,
-    simulator: NotifyingSimulator,
+    simulator: h.SimulatorProcess,
     redis_server: RedisServer,
     watch: RedisWatch,
     make: Callable[[dict[str, Any], float], BaseTrigger],
@@ -460,24 +412,10 @@ def run_scenario(
 # -- report ---------------------------------------------------------------------------------------
 
 
-def _f(value: float | int | None, digits: int = 2) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, int):
-        return str(value)
-    return f"{value:.{digits}f}"
-
-
-def _stats(values: Sequence[float], digits: int = 2) -> str:
-    if not values:
-        return "-"
-    return " / ".join(_f(_quantile(values, q), digits) for q in (0.5, 0.99, 1.0))
-
-
 def summary(s: Scenario) -> dict[str, Any]:
     return {
-        "delay_median_s": _quantile(s.delays, 0.5),
-        "delay_p99_s": _quantile(s.delays, 0.99),
+        "delay_median_s": h.quantile(s.delays, 0.5),
+        "delay_p99_s": h.quantile(s.delays, 0.99),
         "delay_max_s": max(s.delays) if s.delays else None,
         "requests_per_recording": s.requests / s.n if s.n else None,
         "rss_growth_mib": (s.rss_peak_kib - s.rss_before_kib) / 1024,
@@ -495,7 +433,7 @@ def _counts(counts: dict[str, int], *names: str) -> str:
 def _verdict(s: Scenario) -> str:
     if s.key == "b":
         return f"(bound N/10 = {s.n / AGORA_RATE:g} s)"
-    med, p99 = _quantile(s.delays, 0.5), _quantile(s.delays, 0.99)
+    med, p99 = h.quantile(s.delays, 0.5), h.quantile(s.delays, 0.99)
     if med is None or p99 is None:
         return "no events"
     met = med < TARGET_MEDIAN_S and p99 < TARGET_P99_S
@@ -503,7 +441,7 @@ def _verdict(s: Scenario) -> str:
 
 
 def _per_recording(value: float | int, s: Scenario, digits: int = 2) -> str:
-    return _f(value / s.n if s.n else None, digits)
+    return h.fmt(value / s.n if s.n else None, digits)
 
 
 def _not_b(cell: Callable[[Scenario], str]) -> Callable[[Scenario], str]:
@@ -514,15 +452,18 @@ _ROWS: list[tuple[str, Callable[[Scenario], str]]] = [
     ("Events: success / timeout / other", lambda s: _counts(s.events, "success", "timeout")),
     ("Ended by: notification / status (query) / other", lambda s: _counts(s.ended_by, "notification", "status")),
     (
-        "**Delay end notification → event, median (s)** (a, c: from the 31's first attempt; b: from E)",
-        lambda s: _f(_quantile(s.delays, 0.5)),
+        "**Delay end notification → event, median (s)** (a: from the 31's first attempt; b: from E)",
+        lambda s: h.fmt(h.quantile(s.delays, 0.5)),
     ),
-    ("**Delay, p99 (s)**", lambda s: _f(_quantile(s.delays, 0.99))),
-    ("**Delay, worst (s)**", lambda s: _f(max(s.delays) if s.delays else None)),
+    ("**Delay, p99 (s)**", lambda s: h.fmt(h.quantile(s.delays, 0.99))),
+    ("**Delay, worst (s)**", lambda s: h.fmt(h.quantile(s.delays, 1.0))),
     ("Target (issue 13): median < 1 s and p99 < 3 s", _verdict),
-    ("Delay from the recording's end E → event, median / p99 / worst (s)", lambda s: _stats(s.delays_from_end)),
-    ("Delay of waits ended by a notification, median / p99 / worst (s)", lambda s: _stats(s.by_notification)),
-    ("Delay of waits ended by a query, median / p99 / worst (s)", lambda s: _stats(s.by_status_delays)),
+    (
+        "Delay from the recording's end E → event, median / p99 / worst (s)",
+        lambda s: h.fmt_quantiles(s.delays_from_end),
+    ),
+    ("Delay of waits ended by a notification, median / p99 / worst (s)", lambda s: h.fmt_quantiles(s.by_notification)),
+    ("Delay of waits ended by a query, median / p99 / worst (s)", lambda s: h.fmt_quantiles(s.by_status_delays)),
     ("**Agora requests per recording**", lambda s: _per_recording(s.requests, s)),
     (
         "Agora requests: total / 429s / peak in any 1 s",
@@ -549,23 +490,26 @@ _ROWS: list[tuple[str, Callable[[Scenario], str]]] = [
         lambda s: str(summary(s)["redis_connections_received"]),
     ),
     ("Request-budget Redis round trips per recording", lambda s: _per_recording(s.budget_round_trips, s, 1)),
-    ("**RSS growth for the waits, peak - before (MiB)**", lambda s: _f(summary(s)["rss_growth_mib"], 1)),
-    ("Process CPU (s)", lambda s: _f(s.cpu_seconds, 1)),
+    ("**RSS growth for the waits, peak - before (MiB)**", lambda s: h.fmt(summary(s)["rss_growth_mib"], 1)),
+    ("Process CPU (s)", lambda s: h.fmt(s.cpu_seconds, 1)),
     (
         "Event-loop lag p99 / max (ms)",
-        lambda s: f"{_f(s.lag_p99_ms, 0)} / {_f(s.lag_max_ms, 0)} (at T0 + {s.lag_max_at:.0f} s)",
+        lambda s: f"{h.fmt(s.lag_p99_ms, 0)} / {h.fmt(s.lag_max_ms, 0)} (at T0 + {s.lag_max_at:.0f} s)",
     ),
-    ("Simulator: 31's first attempt - (E + 1 s), median / p99 / worst (s)", lambda s: _stats(s.attempt_lag)),
-    ("31's first attempt → stored in Redis, median / p99 / worst (s)", lambda s: _stats(s.attempt_to_stored, 3)),
+    ("Simulator: 31's first attempt - (E + 1 s), median / p99 / worst (s)", lambda s: h.fmt_quantiles(s.attempt_lag)),
+    (
+        "31's first attempt → stored in Redis, median / p99 / worst (s)",
+        lambda s: h.fmt_quantiles(s.attempt_to_stored, 3),
+    ),
     (
         "Stored in Redis → event (waits ended by it), median / p99 / worst (s)",
-        lambda s: _stats(s.stored_to_event, 3),
+        lambda s: h.fmt_quantiles(s.stored_to_event, 3),
     ),
     (
         "Waits whose query reached Agora after their 31 was stored: count; their delay median / p99 / worst (s)",
-        _not_b(lambda s: f"{s.queued_at_notification}; {_stats(s.queued_delays, 1)}"),
+        _not_b(lambda s: f"{s.queued_at_notification}; {h.fmt_quantiles(s.queued_delays, 1)}"),
     ),
-    ("Other waits: delay median / p99 / worst (s)", _not_b(lambda s: _stats(s.idle_delays))),
+    ("Other waits: delay median / p99 / worst (s)", _not_b(lambda s: h.fmt_quantiles(s.idle_delays))),
     (
         "Notification POSTs this scenario (all events) / not answered 200",
         lambda s: (
@@ -573,7 +517,7 @@ _ROWS: list[tuple[str, Callable[[Scenario], str]]] = [
             f"{s.notification_stats.get('not_200_this_scenario')}"
         ),
     ),
-    ("Wall time of the scenario (s)", lambda s: _f(s.wall_seconds, 0)),
+    ("Wall time of the scenario (s)", lambda s: h.fmt(s.wall_seconds, 0)),
 ]
 
 
@@ -625,13 +569,13 @@ def markdown(meta: dict[str, Any], scenarios: list[Scenario]) -> str:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser = h.argument_parser(__doc__)
     parser.add_argument("--n", type=int, default=1000, help="concurrent waits (default 1000)")
     parser.add_argument("--lead", type=float, default=60.0, help="first end time at T0 + lead s (default 60)")
     parser.add_argument("--window", type=float, default=60.0, help="end times spread over W s (default 60)")
     parser.add_argument("--poll-interval", type=float, default=60.0, help="trigger poll_interval (default 60)")
     parser.add_argument(
-        "--notification-poll-interval", type=float, default=600.0, help="a/c: notification_poll_interval (600)"
+        "--notification-poll-interval", type=float, default=600.0, help="a: notification_poll_interval (600)"
     )
     parser.add_argument("--slack", type=float, default=None, help="timeout = T0 + lead + W + slack (1.5 * N/10)")
     parser.add_argument("--seed", type=int, default=0)
@@ -641,36 +585,23 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _version(name: str) -> str:
-    from importlib import metadata
-
-    try:
-        return metadata.version(name)
-    except metadata.PackageNotFoundError:
-        return "not installed"
-
-
-def _warm_up(simulator: NotifyingSimulator, conn_id: str) -> None:
+def _warm_up(simulator: h.SimulatorProcess, conn_id: str) -> None:
     """One query and one follow on a throw-away event loop, so that one-time imports and set-up
     (httpx, redis.asyncio, the reader's modules) are not counted as the waits' memory."""
-    from airflow_provider_agora._client import shared_budget as _shared_budget
     from airflow_provider_agora.hooks.agora import AgoraAsyncHook
+    from airflow_provider_agora.testing import areset_process_state
 
     (recording,) = simulator.control("POST", "recordings", {"end_times": [time.time() + 3600]})
 
     async def once() -> None:
         hook = AgoraAsyncHook(conn_id)
         heard = await hook.follow_notifications(recording["sid"])
-        await hook.query(recording["resource_id"], recording["sid"], "mix")
+        await hook.query(recording["resource_id"], recording["sid"], recording_mode="mix")
         if heard is not None:
             await asyncio.wait_for(heard.caught_up.wait(), timeout=10)
             heard.close()
             await asyncio.sleep(1.0)  # the reader ends after its next XREAD
-        await AgoraAsyncHook.close_shared_clients()
-        for budget in _shared_budget._budgets.values():
-            script = budget._async_clients.pop(asyncio.get_running_loop(), None)
-            if script is not None:
-                await script.registered_client.aclose()
+        await areset_process_state()  # as a fresh triggerer: no budget, client or reader left over
 
     asyncio.run(once())
     gc.collect()
@@ -682,8 +613,8 @@ def child_main(spec_path: Path, out_path: Path) -> int:
     os.environ.update(spec["env"])
     from airflow_provider_agora.triggers.agora import AgoraRecordingQueryTrigger
 
-    tl._silence_logs()
-    simulator = NotifyingSimulator(spec["notify_url"])
+    h.silence_logs()
+    simulator = notifying_simulator(spec["notify_url"])
     simulator.url = spec["simulator_url"]
     redis_server = RedisServer()
     redis_server.port = int(spec["redis_port"])
@@ -714,7 +645,7 @@ def child_main(spec_path: Path, out_path: Path) -> int:
         )
     finally:
         watch.close()
-        shutil.rmtree(tl._AIRFLOW_HOME, ignore_errors=True)
+        shutil.rmtree(_AIRFLOW_HOME, ignore_errors=True)
     out_path.write_text(json.dumps(asdict(result)))
     return 0
 
@@ -751,8 +682,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     rng = random.Random(args.seed)
     offsets = [args.lead + rng.uniform(0.0, args.window) for _ in range(args.n)]
 
-    import airflow
-
     from tests.integration.ui_helpers import AirflowApiServer
 
     redis_server = RedisServer()
@@ -773,7 +702,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ).stdout
     shown_argv = sys.argv if argv is None else ["benchmarks/notification_waits.py", *argv]
     meta: dict[str, Any] = {
-        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        **h.run_meta(),
         "n": args.n,
         "lead": args.lead,
         "window": args.window,
@@ -781,11 +710,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "poll_interval": args.poll_interval,
         "notification_poll_interval": args.notification_poll_interval,
         "seed": args.seed,
-        "cores": os.cpu_count(),
-        "platform": platform.platform(terse=True),
-        "python": platform.python_version(),
-        "airflow": airflow.__version__,
-        "redis_py": _version("redis"),
+        "redis_py": h.package_version("redis"),
         "redis_server": version.split(" sha=")[0].replace("Redis server ", "").strip(),
         "commit": commit + (" (uncommitted changes in airflow_provider_agora/)" if dirty else ""),
         "command": " ".join([".venv/bin/python", *shown_argv]),
@@ -793,10 +718,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     home = Path(tempfile.mkdtemp(prefix="agora-notification-waits-"))
     server: AirflowApiServer | None = None
-    simulator: NotifyingSimulator | None = None
+    simulator: h.SimulatorProcess | None = None
     results: list[Scenario] = []
     names = {"a": "a: notifications", "b": "b: polling only"}
-    with tl._terminate_on_sigterm():
+    with h.terminate_on_sigterm():
         try:
             redis_server.start()
             server = AirflowApiServer(home / "server")
@@ -819,7 +744,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             t = time.monotonic()
             server.start()
             meta["boot_seconds"] = round(time.monotonic() - t, 1)
-            simulator = NotifyingSimulator(f"{server.url}/agora/ncs/{NCS_CONN_ID}").start()
+            simulator = notifying_simulator(f"{server.url}/agora/ncs/{NCS_CONN_ID}").start()
             env = {
                 f"AIRFLOW_CONN_{NCS_CONN_ID.upper()}": connection_json(
                     simulator.url, ncs_secret=NCS_SECRET, redis_conn_id=REDIS_CONN_ID
@@ -851,9 +776,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 results.append(result)
                 s = summary(result)
                 print(
-                    f"  done in {result.wall_seconds:.0f} s: median {_f(s['delay_median_s'])} s, p99 "
-                    f"{_f(s['delay_p99_s'])} s, worst {_f(s['delay_max_s'])} s, {s['requests_per_recording']:.2f} "
-                    f"requests/recording, ended by {result.ended_by}",
+                    f"  done in {result.wall_seconds:.0f} s: median {h.fmt(s['delay_median_s'])} s, p99 "
+                    f"{h.fmt(s['delay_p99_s'])} s, worst {h.fmt(s['delay_max_s'])} s, "
+                    f"{s['requests_per_recording']:.2f} requests/recording, ended by {result.ended_by}",
                     file=sys.stderr,
                     flush=True,
                 )
@@ -865,7 +790,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 server.stop()
             redis_server.stop()
             shutil.rmtree(home, ignore_errors=True)
-            shutil.rmtree(tl._AIRFLOW_HOME, ignore_errors=True)
+            shutil.rmtree(_AIRFLOW_HOME, ignore_errors=True)
     meta["total_seconds"] = round(time.monotonic() - started)
     print(markdown(meta, results))
     if args.json is not None:

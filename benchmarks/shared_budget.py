@@ -12,6 +12,10 @@ Loads (each with one process starting recordings: ``acquire`` then ``start``, ev
 2. 32 of them.
 3. 2 triggerer-like processes, each with --waits deferred waits on one event loop
    (``AgoraAsyncHook.query`` loops, --wait-interval s apart, first polls spread over one interval).
+4. (only with ``--loads 4``) Redis down: the starter process also runs 5 poke-mode sensors in
+   threads, and the shared budget's ``redis_conn_id`` points at a port nothing listens on, so the
+   process's fallback budget (``redis_fallback_share`` 0.1: 1 request per window) serves them all:
+   how long a ``start`` waits behind the polls queued in it.
 
 Everything is counted from the simulator's request log (arrival times, status, path), the workers'
 own reports (CPU time from the start signal to the end, the ``SharedBudget.round_trips`` counter)
@@ -20,39 +24,37 @@ and Redis's ``INFO``. A script, not a test: nothing fails on the figures.
     .venv/bin/python benchmarks/shared_budget.py                      # ~6-8 min; Markdown on stdout
     .venv/bin/python benchmarks/shared_budget.py --loads 1 --seconds 20 --json /tmp/shared.json
 
-Workers synchronise like ``tests/integration/budget_worker.py`` (``ready`` on stdout, then one line
-on stdin), so start-up of 32 Airflow-importing processes is not part of any figure. The worker
-logic is this file run with ``--worker`` (its own copy, because it also times CPU from the start
-signal only, pre-imports the HTTP and Redis clients, spreads waits over their interval and stops
-every wait at one wall-clock deadline).
+Workers synchronise with ``_harness``'s ready/go handshake (``ready`` on stdout, then one line
+``go BEGIN DEADLINE`` on stdin), so start-up of 32 Airflow-importing processes is not part of any
+figure. The worker logic is this file run with ``--worker`` (not ``tests/integration/budget_worker.py``,
+because it also times CPU from the start signal only, pre-imports the HTTP and Redis clients,
+spreads waits over their interval and stops every wait at one wall-clock deadline).
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime
 import json
 import os
 import platform
 import random
-import resource
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+import _harness as h
+
+REPO_ROOT = h.REPO_ROOT
 sys.path.insert(0, str(REPO_ROOT))
 
 from airflow_provider_agora.simulator import max_in_sliding_second  # noqa: E402  (stdlib only)
@@ -60,8 +62,7 @@ from airflow_provider_agora.simulator import max_in_sliding_second  # noqa: E402
 CUSTOMER_ID = "budget-customer"
 CUSTOMER_SECRET = "budget-secret-Vn4r"
 APP_ID = "budgetapp0123456789abcdef0123456"
-REDIS_PASSWORD = "bench-redis-pw-Tq2m"
-LIMIT = 10  # Agora's limit: requests per second per account
+LIMIT = h.AGORA_RATE  # Agora's limit: requests per second per account
 READY_TIMEOUT = 300.0  # 32 Airflow-importing processes on 2 cores take ~1 min
 DRAIN_TIMEOUT = 90.0  # after the deadline: retries in flight finish (5 attempts, <= ~19 s of waits)
 START_TIMING_SLACK = 1.0  # the start signal names a moment this far ahead, so all begin together
@@ -88,23 +89,6 @@ def _worker_main(role: str, job_file: str) -> None:
     print(json.dumps(result), flush=True)
 
 
-def _wait_for_go() -> tuple[float, float, resource.struct_rusage]:
-    """Say ready; the answer is ``go <begin epoch> <deadline epoch>``. CPU is counted from here."""
-    print("ready", flush=True)
-    line = sys.stdin.readline().split()
-    if len(line) != 3 or line[0] != "go":
-        raise SystemExit(f"expected 'go BEGIN DEADLINE', got {line!r}")
-    begin, deadline = float(line[1]), float(line[2])
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    time.sleep(max(0.0, begin - time.time()))  # the harness's synchronised start
-    return begin, deadline, usage
-
-
-def _cpu_since(usage: resource.struct_rusage) -> float:
-    now = resource.getrusage(resource.RUSAGE_SELF)
-    return (now.ru_utime - usage.ru_utime) + (now.ru_stime - usage.ru_stime)
-
-
 def _warm_up_sync(hook: Any) -> None:
     """Everything a long-running task process has done before: read the connection, import the
     HTTP and Redis clients, create the session and the Redis client (neither connects yet)."""
@@ -121,29 +105,36 @@ def _round_trips(budget: Any) -> int | None:
     return getattr(budget, "round_trips", None)
 
 
-def _worker_poll(job: dict[str, Any]) -> dict[str, Any]:
+def _poll_until(hook: Any, recording: dict[str, Any], interval: float, deadline: float) -> tuple[int, int]:
+    """A poke-mode sensor: ``query``, then ``interval`` s, until ``deadline``; (done, failed)."""
     from airflow_provider_agora.exceptions import AgoraError
-    from airflow_provider_agora.hooks.agora import AgoraHook
 
-    hook = AgoraHook()  # the default retry policy: 5 attempts, 1, 2, 4, 8 s (+ jitter, >= Retry-After)
-    _warm_up_sync(hook)
-    _begin, deadline, usage = _wait_for_go()
     done = failed = 0
     while time.time() < deadline:
         try:
-            hook.query(job["resource_id"], job["sid"], "mix")
+            hook.query(recording["resource_id"], recording["sid"], recording_mode="mix")
             done += 1
         except AgoraError as error:
             failed += 1
             print(f"error: {error}", file=sys.stderr, flush=True)
-        time.sleep(job["interval"])
+        time.sleep(interval)
+    return done, failed
+
+
+def _worker_poll(job: dict[str, Any]) -> dict[str, Any]:
+    from airflow_provider_agora.hooks.agora import AgoraHook
+
+    hook = AgoraHook()  # the default retry policy: 5 attempts, 1, 2, 4, 8 s (+ jitter, >= Retry-After)
+    _warm_up_sync(hook)
+    _begin, deadline, usage = h.wait_for_go()
+    done, failed = _poll_until(hook, job, job["interval"], deadline)
     return {
         "role": "poll",
         "sid": job["sid"],
         "done": done,
         "failed": failed,
         "round_trips": _round_trips(hook.transport.budget),
-        "cpu_seconds": _cpu_since(usage),
+        "cpu_seconds": h.cpu_since(usage),
     }
 
 
@@ -153,7 +144,23 @@ def _worker_start(job: dict[str, Any]) -> dict[str, Any]:
 
     hook = AgoraHook()
     _warm_up_sync(hook)
-    begin, deadline, usage = _wait_for_go()
+    # Load 4: poke-mode sensors in this same process (one hook each, one budget for the process),
+    # so that their polls queue in the budget the starter's calls go through.
+    pollers = [AgoraHook() for _ in job.get("poll_recordings", [])]
+    for poller in pollers:
+        _warm_up_sync(poller)
+    begin, deadline, usage = h.wait_for_go()
+    polled: list[tuple[int, int]] = []
+    threads = [
+        threading.Thread(
+            target=lambda hook, recording: polled.append(_poll_until(hook, recording, job["interval"], deadline)),
+            args=(poller, recording),
+            daemon=True,
+        )
+        for poller, recording in zip(pollers, job.get("poll_recordings", []), strict=True)
+    ]
+    for thread in threads:
+        thread.start()
     started: list[dict[str, Any]] = []
     failed_acquires = failed_starts = 0
     number = 0
@@ -170,21 +177,25 @@ def _worker_start(job: dict[str, Any]) -> dict[str, Any]:
             continue
         acquired = time.time()  # the acquire's answer, retries included
         try:
-            sid = hook.start(resource_id, cname, 4242, "mix", {})["sid"]
+            sid = hook.start(resource_id, cname, 4242, recording_mode="mix", client_request={})["sid"]
         except AgoraError as error:
             failed_starts += 1
             print(f"error: {error}", file=sys.stderr, flush=True)
             continue
         started.append({"cname": cname, "sid": sid, "start_call_seconds": time.time() - acquired})
+    for thread in threads:
+        thread.join()
     return {
         "role": "start",
+        "polls_done": sum(done for done, _failed in polled),
+        "failed_polls": sum(failed for _done, failed in polled),
         "attempted": number,
         "started": started,
         "failed": failed_acquires + failed_starts,
         "failed_acquires": failed_acquires,
         "failed_starts": failed_starts,
         "round_trips": _round_trips(hook.transport.budget),
-        "cpu_seconds": _cpu_since(usage),
+        "cpu_seconds": h.cpu_since(usage),
     }
 
 
@@ -204,7 +215,7 @@ def _worker_waits(job: dict[str, Any]) -> dict[str, Any]:
 
             budget._async_script()
         # Blocking here is fine: nothing runs on this loop yet.
-        _begin, deadline, usage = _wait_for_go()
+        _begin, deadline, usage = h.wait_for_go()
         counts = {"done": 0, "failed": 0, "in_query": 0}
         rng = random.Random(job["seed"])
         interval = job["interval"]
@@ -215,7 +226,7 @@ def _worker_waits(job: dict[str, Any]) -> dict[str, Any]:
             while time.time() < deadline:
                 counts["in_query"] += 1
                 try:
-                    await one.query(recording["resource_id"], recording["sid"], "mix")
+                    await one.query(recording["resource_id"], recording["sid"], recording_mode="mix")
                     counts["done"] += 1
                 except AgoraError as error:
                     counts["failed"] += 1
@@ -235,7 +246,7 @@ def _worker_waits(job: dict[str, Any]) -> dict[str, Any]:
             **counts,
             "in_query_at_deadline": in_query_at_deadline,
             "round_trips": _round_trips(budget),
-            "cpu_seconds": _cpu_since(usage),
+            "cpu_seconds": h.cpu_since(usage),
         }
         await AgoraAsyncHook.close_shared_clients()
         return result
@@ -248,180 +259,54 @@ def _worker_waits(job: dict[str, Any]) -> dict[str, Any]:
 # ================================================================================================
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+def _redis_server_class() -> type[Any]:
+    """``tests/support.py``'s ``RedisServer`` (imported late: it imports Airflow), plus the readings
+    this benchmark takes: ``INFO`` sections, Redis's CPU and its script calls."""
+    from tests.support import RedisServer as TestRedisServer
 
+    class RedisServer(TestRedisServer):  # type: ignore[misc,valid-type]
+        version = ""
+        _bench_client: Any = None
 
-class SimulatorProcess:
-    """``python -m airflow_provider_agora.simulator`` in its own process, driven over its control API."""
+        def start(self) -> RedisServer:
+            if not self.available:
+                raise SystemExit("redis-server is not installed (Debian: apt-get install redis-server)")
+            super().start()
+            self.version = str(self.info("server")["redis_version"])
+            return self
 
-    def __init__(self, speed: float) -> None:
-        self.speed = speed
-        self.process: subprocess.Popen[str] | None = None
-        self.url = ""
-        self.command: list[str] = []
+        def stop(self) -> None:
+            if self._bench_client is not None:
+                self._bench_client.close()
+                self._bench_client = None
+            super().stop()
 
-    def start(self) -> SimulatorProcess:
-        env = {
-            **os.environ,
-            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
-        }
-        self.command = [
-            sys.executable, "-m", "airflow_provider_agora.simulator",
-            "--port", "0",
-            "--customer-id", CUSTOMER_ID,
-            "--customer-secret", CUSTOMER_SECRET,
-            "--app-id", APP_ID,
-            "--speed", str(self.speed),
-            "--rate-limit", str(LIMIT),
-            "--backlog", "1024",
-        ]  # fmt: skip
-        self.process = subprocess.Popen(self.command, stdout=subprocess.PIPE, text=True, env=env)
-        assert self.process.stdout is not None
-        line = self.process.stdout.readline().strip()
-        prefix = "Agora simulator listening on "
-        if not line.startswith(prefix):
-            self.stop()
-            raise RuntimeError(f"simulator did not start: {line!r}")
-        self.url = line[len(prefix) :]
-        return self
+        def info(self, section: str) -> dict[str, Any]:
+            """One ``INFO`` section over the harness's one connection (so its own commands are known)."""
+            if self._bench_client is None:
+                self._bench_client = self.client()
+            return dict(self._bench_client.info(section))
 
-    def stop(self) -> None:
-        process, self.process = self.process, None
-        if process is None:
-            return
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        if process.stdout is not None:
-            process.stdout.close()
+        def flush(self) -> None:
+            self.info("server")  # opens the connection if needed
+            self._bench_client.flushall()
 
-    def control(self, method: str, name: str, payload: Any = None) -> Any:
-        data = None if payload is None else json.dumps(payload).encode()
-        request = urllib.request.Request(
-            f"{self.url}/_simulator/{name}", data=data, method=method, headers={"Content-Type": "application/json"}
-        )
-        with urllib.request.urlopen(request, timeout=120) as answer:
-            return json.loads(answer.read())
+        def counters(self) -> dict[str, float]:
+            """Redis's own CPU (user + sys) and how many scripts it was asked to run (``EVALSHA``/``EVAL``,
+            including ``NOSCRIPT`` answers; not the commands inside the script, which ``INFO stats`` counts)."""
+            cpu, commands = self.info("cpu"), self.info("commandstats")
+            scripts = sum(
+                float(commands.get(name, {}).get(kind, 0))
+                for name in ("cmdstat_evalsha", "cmdstat_eval")
+                for kind in ("calls", "rejected_calls")
+            )
+            return {"cpu_seconds": float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"]), "commands": scripts}
 
-    def recordings(self, count: int) -> list[dict[str, str]]:
-        """Recordings at status 5 for the whole run (end in an hour, then held an hour)."""
-        return self.control("POST", "recordings", {"end_times": [time.time() + 3600] * count, "hold": 3600})
+        @property
+        def running(self) -> bool:
+            return self.process is not None and self.process.poll() is None
 
-
-class RedisServer:
-    """A real ``redis-server`` on a free loopback port (as ``tests/support.py``'s ``RedisServer``)."""
-
-    def __init__(self) -> None:
-        self.binary = shutil.which("redis-server")
-        self.port = _free_port()
-        self.process: subprocess.Popen[bytes] | None = None
-        self.version = ""
-        self._client: Any = None
-
-    def start(self) -> RedisServer:
-        if self.binary is None:
-            raise SystemExit("redis-server is not installed (Debian: apt-get install redis-server)")
-        self.process = subprocess.Popen(
-            [
-                self.binary, "--port", str(self.port), "--bind", "127.0.0.1",
-                "--save", "", "--appendonly", "no", "--requirepass", REDIS_PASSWORD,
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                self.version = str(self.info("server")["redis_version"])
-                return self
-            except OSError:
-                if time.monotonic() > deadline or self.process.poll() is not None:
-                    raise
-                time.sleep(0.05)  # polling the server's readiness, with a deadline
-
-    def stop(self) -> None:
-        if self._client is not None:
-            self._client.close()
-            self._client = None
-        process, self.process = self.process, None
-        if process is not None and process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-
-    def client(self) -> Any:
-        """The harness's one connection (so that its own commands between two readings are known)."""
-        import redis
-
-        if self._client is None:
-            self._client = redis.Redis(host="127.0.0.1", port=self.port, password=REDIS_PASSWORD, socket_timeout=5)
-        return self._client
-
-    @property
-    def running(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def info(self, section: str) -> dict[str, Any]:
-        import redis
-
-        try:
-            return dict(self.client().info(section))
-        except redis.ConnectionError as error:
-            raise OSError(str(error)) from error
-
-    def flush(self) -> None:
-        self.client().flushall()
-
-    def counters(self) -> dict[str, float]:
-        """Redis's own CPU (user + sys) and how many scripts it was asked to run (``EVALSHA``/``EVAL``,
-        including ``NOSCRIPT`` answers; not the commands inside the script, which ``INFO stats`` counts)."""
-        cpu, commands = self.info("cpu"), self.info("commandstats")
-        scripts = sum(
-            float(commands.get(name, {}).get(kind, 0))
-            for name in ("cmdstat_evalsha", "cmdstat_eval")
-            for kind in ("calls", "rejected_calls")
-        )
-        return {"cpu_seconds": float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"]), "commands": scripts}
-
-    def uri(self) -> str:
-        return f"redis://:{REDIS_PASSWORD}@127.0.0.1:{self.port}/0"
-
-
-@dataclass
-class Worker:
-    role: str
-    process: subprocess.Popen[str]
-    stderr_path: Path
-    sids: set[str] = field(default_factory=set)
-    lines: list[str] = field(default_factory=list)
-    ready: threading.Event = field(default_factory=threading.Event)
-    reader: threading.Thread | None = None
-
-    def read(self) -> None:
-        """Collect stdout to EOF (so a chatty worker never blocks on a full pipe); note ``ready``."""
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            if line.strip() == "ready":
-                self.ready.set()
-            self.lines.append(line)
-
-    def result(self) -> dict[str, Any] | None:
-        for line in reversed(self.lines):
-            line = line.strip()
-            if line.startswith("{"):
-                with contextlib.suppress(ValueError):
-                    return dict(json.loads(line))
-        return None
+    return RedisServer
 
 
 @dataclass(frozen=True)
@@ -430,12 +315,15 @@ class Load:
     title: str
     pollers: int = 0
     triggerers: int = 0
+    poll_threads: int = 0  # polling threads inside the starter's own process
+    redis_down: bool = False  # the shared budget's Redis cannot be reached: its fallback budget serves
 
 
 LOADS = {
     "1": Load("1", "8 poke-mode sensors + starter", pollers=8),
     "2": Load("2", "32 poke-mode sensors + starter", pollers=32),
     "3": Load("3", "2 triggerers x 500 waits + starter", triggerers=2),
+    "4": Load("4", "Redis down: starter + 5 polling threads in its process", poll_threads=5, redis_down=True),
 }
 
 
@@ -461,6 +349,7 @@ class Case:
     worst_acquire_to_start_seconds: float | None = None
     most_requests_between: int | None = None
     gaps: list[dict[str, float]] = field(default_factory=list)
+    start_call_seconds: list[float] = field(default_factory=list)  # the starter's view, retries included
     share_min: float | None = None
     share_max: float | None = None
     shares: list[int] = field(default_factory=list)
@@ -476,70 +365,41 @@ class Case:
 class Bench:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
-        self.sim = SimulatorProcess(args.speed)
-        self.redis = RedisServer()
+        self.sim = h.SimulatorProcess(CUSTOMER_ID, CUSTOMER_SECRET, APP_ID, speed=args.speed, backlog=1024)
+        self.redis = _redis_server_class()()
         self.workdir = Path(tempfile.mkdtemp(prefix="agora-shared-budget-"))
-        self.workers: list[Worker] = []
+        self.workers: list[h.Worker] = []
 
     # -- one case ----------------------------------------------------------------------------
 
-    def _env(self, shared: bool) -> dict[str, str]:
-        extra: dict[str, Any] = {"app_id": APP_ID}
-        env = {
-            **os.environ,
-            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
-            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
-        }
+    def _env(self, shared: bool, redis_down: bool = False) -> dict[str, str]:
+        env = h.child_env(AIRFLOW__CORE__LOAD_EXAMPLES="False", AIRFLOW__LOGGING__LOGGING_LEVEL="WARNING")
+        extra: dict[str, Any] = {}
+        env.pop("AIRFLOW_CONN_AGORA_BUDGET", None)
         if shared:
             extra["redis_conn_id"] = "agora_budget"
-            env["AIRFLOW_CONN_AGORA_BUDGET"] = self.redis.uri()
-        else:
-            env.pop("AIRFLOW_CONN_AGORA_BUDGET", None)
-        env["AIRFLOW_CONN_AGORA_DEFAULT"] = json.dumps(
-            {
-                "conn_type": "agora",
-                "host": self.sim.url,
-                "login": CUSTOMER_ID,
-                "password": CUSTOMER_SECRET,
-                "extra": extra,
-            }
-        )
+            # Redis down: a loopback port nothing listens on, so every connection is refused.
+            uri = f"redis://:down@127.0.0.1:{h.free_port()}/0" if redis_down else self.redis.connection_uri()
+            env["AIRFLOW_CONN_AGORA_BUDGET"] = uri
+        env["AIRFLOW_CONN_AGORA_DEFAULT"] = self.sim.connection_json(**extra)
         return env
 
     def _spawn(self, role: str, job: dict[str, Any], env: dict[str, str], sids: set[str]) -> None:
         number = len(self.workers)
         job_file = self.workdir / f"job-{number}.json"
         job_file.write_text(json.dumps(job))
-        stderr_path = self.workdir / f"worker-{number}-{role}.err"
         env = {**env, "AIRFLOW_HOME": str(self.workdir / f"airflow-home-{number}")}  # one each, as on separate hosts
-        with stderr_path.open("w") as stderr:
-            process = subprocess.Popen(
-                [sys.executable, str(Path(__file__).resolve()), "--worker", role, str(job_file)],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=stderr,
-                text=True,
-                env=env,
-                cwd=REPO_ROOT,
-            )
-        worker = Worker(role, process, stderr_path, sids)
-        worker.reader = threading.Thread(target=worker.read, daemon=True)
-        worker.reader.start()
-        self.workers.append(worker)
+        command = [sys.executable, str(Path(__file__).resolve()), "--worker", role, str(job_file)]
+        stderr_path = self.workdir / f"worker-{number}-{role}.err"
+        self.workers.append(h.spawn_worker(role, command, env, stderr_path, sids))
 
     def _kill_workers(self) -> None:
-        for worker in self.workers:
-            if worker.process.poll() is None:
-                worker.process.kill()
-        for worker in self.workers:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                worker.process.wait(timeout=10)
+        h.kill_workers(self.workers)
 
     def run_case(self, load: Load, shared: bool) -> Case:
         args = self.args
-        budget = "shared (Redis)" if shared else "in-process"
-        env = self._env(shared)
+        budget = ("shared (Redis down)" if load.redis_down else "shared (Redis)") if shared else "in-process"
+        env = self._env(shared, load.redis_down)
         self.workers = []
         launched = time.monotonic()
         if load.pollers:
@@ -550,19 +410,16 @@ class Bench:
             recordings = self.sim.recordings(args.waits)
             job = {"recordings": recordings, "interval": args.wait_interval, "seed": number}
             self._spawn("waits", job, env, {recording["sid"] for recording in recordings})
-        self._spawn("start", {"gap": args.start_gap}, env, set())
+        polled = self.sim.recordings(load.poll_threads) if load.poll_threads else []
+        job = {"gap": args.start_gap, "poll_recordings": polled, "interval": args.poke_interval}
+        self._spawn("start", job, env, {recording["sid"] for recording in polled})
         processes = len(self.workers)
-        demand = load.pollers / args.poke_interval + load.triggerers * args.waits / args.wait_interval
+        pollers = load.pollers + load.poll_threads
+        demand = pollers / args.poke_interval + load.triggerers * args.waits / args.wait_interval
         demand += 2 / args.start_gap
 
         try:
-            deadline = time.monotonic() + READY_TIMEOUT
-            for worker in self.workers:
-                if not worker.ready.wait(timeout=max(0.0, deadline - time.monotonic())):
-                    raise RuntimeError(
-                        f"a {worker.role} worker was not ready within {READY_TIMEOUT:.0f} s "
-                        f"(exit {worker.process.poll()}): {worker.stderr_path.read_text()[-2000:]}"
-                    )
+            h.wait_until_ready(self.workers, READY_TIMEOUT)
             startup = time.monotonic() - launched
             # A clean slate: the simulator's log and counters, Redis's keys and counters.
             self.sim.control("DELETE", "requests")
@@ -571,13 +428,10 @@ class Bench:
             if self.redis.running:
                 self.redis.flush()
                 redis_before = self.redis.counters()
-            ticks_before = _cpu_ticks()
+            ticks_before = h.machine_cpu_ticks()
             begin = time.time() + START_TIMING_SLACK
             end = begin + args.seconds
-            for worker in self.workers:
-                assert worker.process.stdin is not None
-                worker.process.stdin.write(f"go {begin:.6f} {end:.6f}\n")
-                worker.process.stdin.flush()
+            h.send_go(self.workers, begin, end)
             for worker in self.workers:
                 remaining = max(1.0, end + DRAIN_TIMEOUT - time.time())
                 try:
@@ -587,7 +441,7 @@ class Bench:
                     worker.process.wait(timeout=10)
                 if worker.reader is not None:
                     worker.reader.join(timeout=10)
-            ticks_after = _cpu_ticks()
+            ticks_after = h.machine_cpu_ticks()
             if self.redis.running:
                 redis_after = self.redis.counters()
             log = self.sim.control("GET", "requests")
@@ -627,7 +481,7 @@ class Bench:
         case.requests = len(log)
         case.status_429 = sum(1 for record in log if record["status"] == 429)
         case.other_errors = sum(1 for record in log if record["status"] not in (200, 429))
-        case.failed_calls = sum(int(result.get("failed", 0)) for result in results)
+        case.failed_calls = sum(int(result.get("failed", 0)) + int(result.get("failed_polls", 0)) for result in results)
         case.peak_in_sliding_second = max_in_sliding_second([record["time"] for record in log])
 
         low, high = begin + self.args.warmup, end - self.args.tail
@@ -677,6 +531,7 @@ class Bench:
         if shared:
             trips = sum(int(result.get("round_trips") or 0) for result in results)
             case.round_trips_per_request = trips / accepted_total if accepted_total else None
+        if shared and not LOADS[case.load].redis_down:  # with Redis down, the running server is not used
             commands = redis_after["commands"] - redis_before["commands"]
             case.redis_commands_per_request = commands / accepted_total if accepted_total else None
             redis_cpu = redis_after["cpu_seconds"] - redis_before["cpu_seconds"]
@@ -692,22 +547,18 @@ class Bench:
                 f"the starter gave up (5 attempts) on {starter.get('failed_acquires')} acquire(s) "
                 f"and {starter.get('failed_starts')} start(s)"
             )
-        slowest = max((float(one["start_call_seconds"]) for one in starter.get("started", [])), default=None)
+        case.start_call_seconds = [float(one["start_call_seconds"]) for one in starter.get("started", [])]
+        if LOADS[case.load].poll_threads:
+            case.notes.append(
+                "start calls, from the acquire's answer to the start's answer, median / p99 / max: "
+                f"{h.fmt_quantiles(case.start_call_seconds)} s; the starter process's own polls: "
+                f"{starter.get('polls_done', 0)} answered"
+            )
+        slowest = h.quantile(case.start_call_seconds, 1.0)
         if slowest is not None and slowest > 2:
             case.notes.append(f"slowest start call (retries included), as the starter saw it: {slowest:.2f} s")
         if case.failed_calls - int(starter.get("failed", 0)):
             case.notes.append(f"{case.failed_calls - int(starter.get('failed', 0))} poll(s) gave up after 5 attempts")
-
-
-def _cpu_ticks() -> tuple[int, int]:
-    """(busy, total) jiffies of the whole machine (Linux ``/proc/stat``); (0, 0) elsewhere."""
-    try:
-        with open("/proc/stat") as stat:
-            fields = [int(value) for value in stat.readline().split()[1:]]
-    except OSError:
-        return 0, 0
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
-    return sum(fields) - idle, sum(fields)
 
 
 def _sid_of(path: str) -> str | None:
@@ -721,10 +572,6 @@ def _sid_of(path: str) -> str | None:
 
 
 # -- report ---------------------------------------------------------------------------------------
-
-
-def _fmt(value: float | None, digits: int = 2) -> str:
-    return "-" if value is None else f"{value:.{digits}f}"
 
 
 def table(cases: list[Case]) -> str:
@@ -749,17 +596,14 @@ def table(cases: list[Case]) -> str:
             f"| {LOADS[case.load].title} | {case.budget} | {case.demand_per_second:.0f} | {case.requests} "
             f"| {case.status_429} | {case.failed_calls} | {case.peak_in_sliding_second} "
             f"| {case.accepted_per_second_steady:.2f} | {worst} | {case.starts_done}/{case.starts_attempted} "
-            f"| {share} | {trips} | {case.worker_cpu_ms_per_request:.2f} | {_fmt(case.redis_cpu_ms_per_request)} "
-            f"| {_fmt(None if case.machine_cpu_busy is None else 100 * case.machine_cpu_busy, 0)} % |"
+            f"| {share} | {trips} | {case.worker_cpu_ms_per_request:.2f} | {h.fmt(case.redis_cpu_ms_per_request)} "
+            f"| {h.fmt(None if case.machine_cpu_busy is None else 100 * case.machine_cpu_busy, 0)} % |"
         )
     return "\n".join(lines)
 
 
 def header(args: argparse.Namespace, bench: Bench, command: str, began: datetime.datetime) -> str:
-    try:
-        load_average = " / ".join(f"{value:.1f}" for value in os.getloadavg())
-    except OSError:
-        load_average = "?"
+    load_average = h.load_average(1)
     return "\n".join(
         [
             f"- Date: {began:%Y-%m-%d %H:%M} UTC; command: `{command}`",
@@ -780,8 +624,8 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["--worker"]:
         _worker_main(argv[1], argv[2])
         return 0
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--loads", default="123", help="which loads to run (default 123)")
+    parser = h.argument_parser(__doc__)
+    parser.add_argument("--loads", default="123", help="which loads to run, digits of 1234 (default 123)")
     parser.add_argument("--budgets", default="local,shared", help="local, shared or both (default)")
     parser.add_argument("--seconds", type=float, default=32.0, help="run time per case after the start signal")
     parser.add_argument("--warmup", type=float, default=4.0, help="seconds left out of the steady window at the start")
@@ -797,11 +641,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--seconds must leave at least 5 s of steady window after --warmup and --tail")
     budgets = [name.strip() for name in args.budgets.split(",")]
     if not set(budgets) <= {"local", "shared"} or not set(args.loads) <= set(LOADS):
-        parser.error("--budgets takes local,shared; --loads digits of 123")
+        parser.error("--budgets takes local,shared; --loads digits of 1234")
 
     command = " ".join([".venv/bin/python", "benchmarks/shared_budget.py", *argv])
     began = datetime.datetime.now(datetime.timezone.utc)
     started = time.monotonic()
+    home = h.use_throwaway_airflow_home("agora-shared-budget-harness-")  # tests.support imports Airflow
     bench = Bench(args)
 
     def _on_signal(signum: int, frame: FrameType | None) -> None:
@@ -820,7 +665,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(
                     f"load {key} {case.budget}: {case.requests} requests, {case.status_429} x 429, "
                     f"peak {case.peak_in_sliding_second}, {case.accepted_per_second_steady:.2f}/s steady, "
-                    f"worst acquire->start {_fmt(case.worst_acquire_to_start_seconds)} s, "
+                    f"worst acquire->start {h.fmt(case.worst_acquire_to_start_seconds)} s, "
                     f"machine CPU busy {100 * (case.machine_cpu_busy or 0):.0f} %, "
                     f"start-up {case.startup_seconds:.0f} s ({time.monotonic() - started:.0f} s so far)",
                     file=sys.stderr,
@@ -831,6 +676,7 @@ def main(argv: list[str] | None = None) -> int:
         bench.sim.stop()
         bench.redis.stop()
         shutil.rmtree(bench.workdir, ignore_errors=True)
+        shutil.rmtree(home, ignore_errors=True)
     runtime = time.monotonic() - started
     report = "\n\n".join([header(args, bench, command, began), table(cases), f"Runtime: {runtime:.0f} s."])
     notes = [f"- load {case.load} {case.budget}: {note}" for case in cases for note in case.notes]

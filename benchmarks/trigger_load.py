@@ -22,179 +22,35 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import datetime
 import gc
 import json
 import os
-import platform
 import random
 import shutil
-import signal
 import ssl
-import subprocess
 import sys
-import tempfile
 import time
-import urllib.request
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from types import FrameType
 from typing import TYPE_CHECKING, Any
 
+import _harness as h
+
 # Airflow reads AIRFLOW_HOME on import: give it a throw-away one before anything imports it.
-_AIRFLOW_HOME = tempfile.mkdtemp(prefix="agora-trigger-load-")
-os.environ["AIRFLOW_HOME"] = _AIRFLOW_HOME
-os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+_AIRFLOW_HOME = h.use_throwaway_airflow_home("agora-trigger-load-")
 
 from airflow_provider_agora.simulator import max_in_sliding_second  # noqa: E402  (stdlib only)
 
 if TYPE_CHECKING:
     from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-CUSTOMER_ID = "load-customer"
-CUSTOMER_SECRET = "load-secret-Xk3p"
-APP_ID = "loadapp0123456789abcdef012345678"
-AGORA_RATE = 10  # Agora's documented limit: requests per second per account
-CONN_ID = "agora_default"
-RSS_SAMPLE_SECONDS = 0.2  # VmHWM gives the exact peak where it can be reset
+AGORA_RATE = h.AGORA_RATE
+CONN_ID = h.CONN_ID
 MAX_LISTED = 200  # 429 times / requests per wait kept in --json
 WORST_LISTED = 5
 MIB = 1024 * 1024
-
-
-# -- simulator process --------------------------------------------------------------------------
-
-
-class SimulatorProcess:
-    """``python -m airflow_provider_agora.simulator`` in a child process, driven over its control API."""
-
-    def __init__(self) -> None:
-        self.process: subprocess.Popen[str] | None = None
-        self.url = ""
-
-    def start(self) -> SimulatorProcess:
-        """Port 0 lets the child pick a free port; its first stdout line says which."""
-        env = {
-            **os.environ,
-            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
-        }
-        command = [
-            sys.executable,
-            "-m",
-            "airflow_provider_agora.simulator",
-            "--port",
-            "0",
-            "--customer-id",
-            CUSTOMER_ID,
-            "--customer-secret",
-            CUSTOMER_SECRET,
-            "--app-id",
-            APP_ID,
-            "--speed",
-            "1",
-            "--rate-limit",
-            str(AGORA_RATE),
-            # socketserver's default listen queue of 5 drops SYNs when hundreds of new connections
-            # arrive at once (scenario B); Agora's gateway has no such limit, so neither should we.
-            "--backlog",
-            "4096",
-        ]
-        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env)
-        assert self.process.stdout is not None
-        line = self.process.stdout.readline().strip()
-        prefix = "Agora simulator listening on "
-        if not line.startswith(prefix):
-            self.stop()
-            raise RuntimeError(f"simulator did not start: {line!r}")
-        self.url = line[len(prefix) :]
-        return self
-
-    def stop(self) -> None:
-        """SIGTERM, then SIGKILL if it does not exit within 10 s; safe to call twice."""
-        process, self.process = self.process, None
-        if process is None:
-            return
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        if process.stdout is not None:
-            process.stdout.close()
-
-    def control(self, method: str, name: str, payload: Any = None) -> Any:
-        """One control request (``/_simulator/<name>``); returns its JSON answer."""
-        data = None if payload is None else json.dumps(payload).encode()
-        request = urllib.request.Request(
-            f"{self.url}/_simulator/{name}", data=data, method=method, headers={"Content-Type": "application/json"}
-        )
-        with urllib.request.urlopen(request, timeout=120) as answer:
-            return json.loads(answer.read())
-
-
-# -- measurement helpers ------------------------------------------------------------------------
-
-
-def _proc_status_kib(field_name: str) -> int | None:
-    """A ``VmRSS``/``VmHWM`` line of /proc/self/status in KiB (None off Linux)."""
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith(field_name + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        return None
-    return None
-
-
-def _reset_peak_rss() -> bool:
-    """Reset VmHWM to the current RSS (Linux >= 4.0), so B's peak is not A's."""
-    try:
-        with open("/proc/self/clear_refs", "w") as clear_refs:
-            clear_refs.write("5")
-    except OSError:
-        return False
-    return True
-
-
-class RssSampler:
-    """Samples VmRSS on the event loop being measured; the peak also comes from VmHWM when resettable."""
-
-    def __init__(self) -> None:
-        self.peak_kib = 0
-        self._task: asyncio.Task[None] | None = None
-
-    async def _sample(self) -> None:
-        while True:
-            self.peak_kib = max(self.peak_kib, _proc_status_kib("VmRSS") or 0)
-            await asyncio.sleep(RSS_SAMPLE_SECONDS)
-
-    def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._sample())
-
-    async def stop(self, hwm_valid: bool) -> int:
-        """Stop sampling; return the peak RSS in KiB."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        if hwm_valid:
-            self.peak_kib = max(self.peak_kib, _proc_status_kib("VmHWM") or 0)
-        return self.peak_kib
-
-
-def _quantile(values: Sequence[float], q: float) -> float | None:
-    """Nearest-rank quantile; None for no values."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, int(-(-q * len(ordered) // 1)) - 1))
-    return ordered[index]
+SimulatorProcess = h.SimulatorProcess
 
 
 # -- scenario B: the anchor pattern -------------------------------------------------------------
@@ -394,10 +250,10 @@ class Scenario:
 
     def summary(self, bound: float) -> dict[str, Any]:
         """Derived figures for the table and ``--json``."""
-        worst = max(self.delays) if self.delays else None
+        worst = h.quantile(self.delays, 1.0)
         return {
-            "delay_median_s": _quantile(self.delays, 0.5),
-            "delay_p95_s": _quantile(self.delays, 0.95),
+            "delay_median_s": h.median(self.delays),
+            "delay_p95_s": h.quantile(self.delays, 0.95),
             "delay_max_s": worst,
             "delay_max_over_bound": worst / bound if worst is not None else None,
             "http_429": self.rate_limited,
@@ -409,41 +265,10 @@ class Scenario:
         }
 
 
-def _silence_logs() -> None:
-    """Keep Airflow's per-poll log lines (structlog and stdlib) rendered, but written to /dev/null."""
-    import logging
-
-    import structlog
-
-    sink = open(os.devnull, "w")  # noqa: SIM115 - lives as long as the process
-    factory = structlog.get_config().get("logger_factory")
-    if hasattr(factory, "io"):
-        setattr(factory, "io", sink)  # noqa: B010 - Airflow's factory, not typed
-    for handler in logging.getLogger().handlers:
-        if isinstance(handler, logging.StreamHandler):
-            handler.setStream(sink)
-
-
 async def _drive(trigger: BaseTrigger, recording: dict[str, Any], done: list[WaitEnd]) -> None:
-    """Run one wait to its end, as triggerer and sensor do; note when it ended and how.
-
-    A ``checkpoint`` event (the trigger hands what it learned back to the sensor, which defers
-    again with it) is followed at once by a new trigger built from the old one's kwargs with the
-    event's ``memory`` and ``end_time``: the worker round trip in between is not modelled.
-    """
-    checkpoints = 0
-    while True:
-        payload: dict[str, Any] = {}
-        async for event in trigger.run():
-            payload = dict(event.payload)
-        status = str(payload.get("status"))
-        if status != "checkpoint":
-            break
-        checkpoints += 1
-        _, kwargs = trigger.serialize()
-        kwargs["memory"] = payload.get("memory")
-        kwargs["end_time"] = float(payload.get("end_time") or kwargs["end_time"])
-        trigger = type(trigger)(**kwargs)
+    """Run one wait to its end (``_harness.run_wait_to_end``); note when it ended and how."""
+    payload, checkpoints = await h.run_wait_to_end(trigger)
+    status = str(payload.get("status"))
     message = "" if status == "success" else str(payload.get("message"))
     done.append(WaitEnd(time.time(), status, recording["sid"], float(recording["end_time"]), message, checkpoints))
 
@@ -453,10 +278,10 @@ async def _run_triggers(
 ) -> None:
     """Create every trigger, run them all on this loop, sample RSS meanwhile."""
     gc.collect()
-    hwm_valid = _reset_peak_rss()
+    hwm_valid = h.reset_peak_rss()
     result.peak_from_hwm = hwm_valid
-    result.rss_before_kib = _proc_status_kib("VmRSS") or 0
-    sampler = RssSampler()
+    result.rss_before_kib = h.proc_status_kib("VmRSS") or 0
+    sampler = h.RssSampler()
     sampler.start()
     cpu_before = time.process_time()
     began = time.monotonic()
@@ -491,12 +316,12 @@ def plain_httpx_cpu_ms(simulator: SimulatorProcess, bursts: int = 5) -> float:
 
     (recording,) = simulator.control("POST", "recordings", {"end_times": [time.time() + 3600]})
     url = (
-        f"{simulator.url}/v1/apps/{APP_ID}/cloud_recording/resourceid/{recording['resource_id']}"
+        f"{simulator.url}/v1/apps/{simulator.app_id}/cloud_recording/resourceid/{recording['resource_id']}"
         f"/sid/{recording['sid']}/mode/mix/query"
     )
 
     async def measure() -> float:
-        async with httpx.AsyncClient(auth=(CUSTOMER_ID, CUSTOMER_SECRET)) as client:
+        async with httpx.AsyncClient(auth=(simulator.customer_id, simulator.customer_secret)) as client:
             await client.get(url)  # connection set up outside the measurement
             await asyncio.sleep(1.05)
             began = time.process_time()
@@ -563,22 +388,6 @@ def _worst_waits(result: Scenario, log: list[dict[str, Any]]) -> list[dict[str, 
 # -- report ---------------------------------------------------------------------------------------
 
 
-def _fmt(value: float | int | None, digits: int = 1) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, int):
-        return str(value)
-    return f"{value:.{digits}f}"
-
-
-def _ratio(b: float | int | None, a: float | int | None) -> str:
-    if a is None or b is None:
-        return "-"
-    if a == 0:
-        return "-" if b == 0 else "∞ (A = 0)"
-    return f"{b / a:.1f}x"
-
-
 def _events_cell(events: dict[str, int]) -> str:
     success, timeout = events.get("success", 0), events.get("timeout", 0)
     return f"{success} / {timeout} / {sum(events.values()) - success - timeout}"
@@ -631,9 +440,9 @@ def markdown(meta: dict[str, Any], a: Scenario, b: Scenario) -> str:
             cells = [_events_cell(ev) for ev in (a.events, b.events)]
             lines.append(f"| {label} | {cells[0]} | {cells[1]} | |")
             continue
-        fa = _fmt(va if not isinstance(va, float) or digits else round(va), digits)
-        fb = _fmt(vb if not isinstance(vb, float) or digits else round(vb), digits)
-        lines.append(f"| {label} | {fa} | {fb} | {_ratio(vb, va)} |")
+        fa = h.fmt(va if not isinstance(va, float) or digits else round(va), digits)
+        fb = h.fmt(vb if not isinstance(vb, float) or digits else round(vb), digits)
+        lines.append(f"| {label} | {fa} | {fb} | {h.ratio(vb, va)} |")
     censored = b.events.get("timeout", 0) + a.events.get("timeout", 0)
     if censored:
         lines += [
@@ -651,7 +460,7 @@ def markdown(meta: dict[str, Any], a: Scenario, b: Scenario) -> str:
             requests = ", ".join(f"{t:g}:{status}" for t, status in wait["requests"])
             lines.append(f"- delay {wait['delay_s']:g} s, recording ended at T0 + {wait['end_at']:g} s: {requests}")
     if not (a.peak_from_hwm and b.peak_from_hwm):
-        lines += ["", f"Peak RSS sampled every {RSS_SAMPLE_SECONDS * 1000:g} ms (VmHWM not resettable here)."]
+        lines += ["", f"Peak RSS sampled every {h.RSS_SAMPLE_SECONDS * 1000:g} ms (VmHWM not resettable here)."]
     return "\n".join(lines)
 
 
@@ -659,7 +468,7 @@ def markdown(meta: dict[str, Any], a: Scenario, b: Scenario) -> str:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser = h.argument_parser(__doc__)
     parser.add_argument("--n", type=int, default=1000, help="recordings / concurrent triggers (default 1000)")
     parser.add_argument(
         "--window", type=float, default=60.0, help="W: end times spread uniformly over this many seconds (default 60)"
@@ -682,20 +491,6 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-@contextlib.contextmanager
-def _terminate_on_sigterm() -> Iterator[None]:
-    """SIGTERM raises SystemExit, so ``finally`` blocks still stop the simulator."""
-
-    def _exit(signum: int, frame: FrameType | None) -> None:
-        raise SystemExit(128 + signum)
-
-    previous = signal.signal(signal.SIGTERM, _exit)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run A then B against one simulator process (fresh recordings and counters each) and report."""
     args = _parser().parse_args(argv)
@@ -711,17 +506,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     offsets = [args.lead + rng.uniform(0.0, args.window) for _ in range(args.n)]
 
     global _SHARED_SSL_CONTEXT
-    import airflow
     import httpx
 
     from airflow_provider_agora.triggers.agora import AgoraRecordingQueryTrigger
 
     _SHARED_SSL_CONTEXT = httpx.create_ssl_context()
     anchor_class = _anchor_trigger_class()
-    _silence_logs()
+    h.silence_logs()
 
     meta: dict[str, Any] = {
-        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        **h.run_meta(),
         "n": args.n,
         "window": args.window,
         "lead": args.lead,
@@ -729,53 +523,40 @@ def main(argv: Sequence[str] | None = None) -> int:
         "deadline": deadline,
         "bound_seconds": bound,
         "seed": args.seed,
-        "cores": os.cpu_count(),
-        "platform": platform.platform(terse=True),
-        "python": platform.python_version(),
-        "airflow": airflow.__version__,
         "httpx": httpx.__version__,
         "loadavg": " / ".join(f"{x:.2f}" for x in os.getloadavg()),
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
     }
-    simulator = SimulatorProcess()
+    # --backlog 4096: scenario B opens hundreds of new connections at once.
+    simulator = SimulatorProcess(backlog=4096)
     results: dict[str, Scenario] = {}
     meta["plain_httpx_cpu_ms"] = None
-    with _terminate_on_sigterm():
+    with h.terminate_on_sigterm():
         try:
             simulator.start()
-            os.environ[f"AIRFLOW_CONN_{CONN_ID.upper()}"] = json.dumps(
-                {
-                    "conn_type": "agora",
-                    "host": simulator.url,
-                    "login": CUSTOMER_ID,
-                    "password": CUSTOMER_SECRET,
-                    "extra": {"app_id": APP_ID},
-                }
-            )
+            os.environ[f"AIRFLOW_CONN_{CONN_ID.upper()}"] = simulator.connection_json()
             meta["plain_httpx_cpu_ms"] = plain_httpx_cpu_ms(simulator)
             hold = deadline + 600.0  # still at a terminal status for any poll before the timeout
 
-            def ours(recording: dict[str, Any], t0: float) -> BaseTrigger:
-                return AgoraRecordingQueryTrigger(
-                    resource_id=recording["resource_id"],
-                    sid=recording["sid"],
-                    recording_mode="mix",
-                    target_status=6,
-                    poll_interval=args.poll_interval,
-                    end_time=t0 + deadline,
-                )
+            def maker(trigger_class: type[BaseTrigger]) -> Callable[[dict[str, Any], float], BaseTrigger]:
+                """The same wait for either scenario: only the trigger class differs."""
 
-            def anchor(recording: dict[str, Any], t0: float) -> BaseTrigger:
-                return anchor_class(
-                    resource_id=recording["resource_id"],
-                    sid=recording["sid"],
-                    recording_mode="mix",
-                    target_status=6,
-                    poll_interval=args.poll_interval,
-                    end_time=t0 + deadline,
-                )
+                def make(recording: dict[str, Any], t0: float) -> BaseTrigger:
+                    return trigger_class(
+                        resource_id=recording["resource_id"],
+                        sid=recording["sid"],
+                        recording_mode="mix",
+                        target_status=6,
+                        poll_interval=args.poll_interval,
+                        end_time=t0 + deadline,
+                    )
 
-            makers = {"A": ("A: ours", ours), "B": ("B: anchor pattern", anchor)}
+                return make
+
+            makers = {
+                "A": ("A: ours", maker(AgoraRecordingQueryTrigger)),
+                "B": ("B: anchor pattern", maker(anchor_class)),
+            }
             for key in scenarios:
                 name, maker = makers[key]
                 print(f"running {name}: N={args.n}, W={args.window:g} s ...", file=sys.stderr, flush=True)
