@@ -100,6 +100,7 @@ __all__ = [
     "AirflowSkipException",
     "BaseHook",
     "BaseOperator",
+    "BaseOperatorLink",
     "BaseSensorOperator",
     "Context",
     "PokeReturnValue",
@@ -145,3 +146,18 @@ def time_delta_trigger(seconds: float) -> Any:
     except ImportError:
         from airflow.triggers.temporal import TimeDeltaTrigger  # type: ignore[no-redef]
     return TimeDeltaTrigger(timedelta(seconds=seconds))
+
+
+try:  # Airflow 3.0+
+    from airflow.sdk import BaseOperatorLink
+except ImportError:
+    from airflow.models.baseoperatorlink import BaseOperatorLink  # type: ignore[no-redef,attr-defined]
+
+
+def xcom_value(ti_key: Any, key: str) -> Any:
+    """One XCom of the task instance ``ti_key`` (an operator link's lookup)."""
+    try:  # Airflow 3.0+
+        from airflow.sdk.execution_time.xcom import XCom
+    except ImportError:
+        from airflow.models.xcom import XCom  # type: ignore[no-redef]
+    return XCom.get_value(ti_key=ti_key, key=key)

@@ -37,6 +37,7 @@ def get_provider_info() -> dict[str, Any]:
         "sensors": [{"integration-name": _INTEGRATION, "python-modules": ["airflow_provider_agora.sensors.agora"]}],
         "triggers": [{"integration-name": _INTEGRATION, "python-modules": ["airflow_provider_agora.triggers.agora"]}],
         "operators": [{"integration-name": _INTEGRATION, "python-modules": ["airflow_provider_agora.operators.agora"]}],
+        "extra-links": ["airflow_provider_agora.links.AgoraRecordingStorageLink"],
         "config": {
             "agora": {
                 "description": "Settings of the Agora Cloud Recording provider.",

@@ -13,8 +13,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from airflow_provider_agora._storage.locations import StorageLocation
-
 __all__ = ["announce", "asset_event_extra", "lineage_outputs"]
 
 # What a downstream task needs of each file; the rest stays in the task's XCom.
@@ -71,6 +69,8 @@ def lineage_outputs(result: Mapping[str, Any] | None) -> list[tuple[str, str]]:
     storage (``s3://bucket`` and the key); the prefix alone when no file is known; none without storage."""
     if not result or not isinstance(result.get("storage"), Mapping):
         return []
+    from airflow_provider_agora._storage.locations import StorageLocation
+
     location = StorageLocation.from_argument(dict(result["storage"]), sid=result.get("sid"))
     names = [
         location.openlineage_namespace_and_name(str(item["fileName"]))

@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, cast
 
+from airflow_provider_agora._storage.arguments import DEFAULT_STORAGE_GRACE_PERIOD, StorageArguments
 from airflow_provider_agora._storage.locations import StorageLocation, with_uris
 from airflow_provider_agora._storage.playlists import Playlist, parse_playlist, resolve
 from airflow_provider_agora._waiting import Decision, Outcome, WaitMemory, describe_files
@@ -38,20 +39,7 @@ __all__ = [
     "storage_check",
 ]
 
-#: How long files may take to land after Agora says the recording is done. Agora documents no delay
-#: for files forwarded from its backup (event 32), only that the backup keeps them for 10 days.
-DEFAULT_STORAGE_GRACE_PERIOD = 600.0
 _NAMES_IN_MESSAGE = 10
-
-
-class StorageArguments:
-    """The sensor's storage parameters and their defaults, declared once (checked by ``storage_check``)."""
-
-    storage: Any = None  # the start result's "storage", a storageConfig, or a URI such as s3://bucket/prefix
-    verify_in_storage: bool = False
-    storage_conn_id: str | None = None  # None: the reader's default connection (aws_default for s3)
-    storage_grace_period: float = DEFAULT_STORAGE_GRACE_PERIOD
-    templated: tuple[str, ...] = ("storage", "storage_conn_id", "storage_grace_period")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -23,8 +23,6 @@ from airflow_provider_agora._compat import (
 )
 from airflow_provider_agora._connection_form import DEFAULT_CONN_ID
 from airflow_provider_agora._storage.announcing import AnnouncesRecording
-from airflow_provider_agora._storage.locations import StorageLocation
-from airflow_provider_agora._storage.verification import located
 from airflow_provider_agora.exceptions import (
     AgoraApiError,
     AgoraConfigurationError,
@@ -33,6 +31,7 @@ from airflow_provider_agora.exceptions import (
     AgoraResponseError,
     configuration_errors_fail_the_task,
 )
+from airflow_provider_agora.links import AgoraRecordingStorageLink
 from airflow_provider_agora.results import (
     EndedBy,
     RecordingMode,
@@ -46,6 +45,7 @@ if TYPE_CHECKING:
     import jinja2
 
     from airflow_provider_agora._compat import Context
+    from airflow_provider_agora._storage.locations import StorageLocation
     from airflow_provider_agora.hooks.agora import AgoraHook
 
 # Agora's integration guide: retry a failed start (5xx) after 3, 6, 9 s; code 65 after 3 and 6 s.
@@ -80,6 +80,15 @@ def _hook(conn_id: str, retry_policy: RetryPolicy | None = None) -> AgoraHook:
     return AgoraHook(conn_id, retry_policy=retry_policy)
 
 
+def _storage_location(value: Any, *, sid: str | None = None, from_storage_config: bool = False) -> StorageLocation:
+    """Where the files go, from a storageConfig or the ``storage`` argument; the storage code loads here."""
+    from airflow_provider_agora._storage.locations import StorageLocation
+
+    if from_storage_config:
+        return StorageLocation.from_storage_config(value, sid=sid)
+    return StorageLocation.from_argument(value, sid=sid)
+
+
 class AgoraStartRecordingOperator(AnnouncesRecording, BaseOperator):
     """Acquire a resource and start a cloud recording in one task.
 
@@ -112,6 +121,7 @@ class AgoraStartRecordingOperator(AnnouncesRecording, BaseOperator):
     )
     template_fields_renderers: ClassVar[dict[str, str]] = {"client_request": "json", "acquire_request": "json"}
     ui_color = "#099dfd"
+    operator_extra_links = (AgoraRecordingStorageLink(),)
 
     def __init__(
         self,
@@ -163,7 +173,7 @@ class AgoraStartRecordingOperator(AnnouncesRecording, BaseOperator):
                 )
             storage_config = self.client_request.get("storageConfig")
             self._location = (
-                StorageLocation.from_storage_config(storage_config, sid=None) if storage_config is not None else None
+                _storage_location(storage_config, from_storage_config=True) if storage_config is not None else None
             )
             acquire_hook = _hook(self.agora_conn_id)
             app_id = acquire_hook.resolve_app_id(self.app_id)
@@ -230,6 +240,7 @@ class AgoraStopRecordingOperator(AnnouncesRecording, BaseOperator):
         "storage",
     )
     ui_color = "#099dfd"
+    operator_extra_links = (AgoraRecordingStorageLink(),)
 
     def __init__(
         self,
@@ -266,6 +277,8 @@ class AgoraStopRecordingOperator(AnnouncesRecording, BaseOperator):
         snapshot = parse_recording(body, sid=self.sid, require_status=False)
         # The mode is a RecordingMode by now: hook.stop checked it before sending anything.
         mode = cast(RecordingMode, self.recording_mode)
+        from airflow_provider_agora._storage.verification import located
+
         result = located(recording_result(self.resource_id, self.sid, mode, snapshot, ended_by), self._location)
         return cast(StopResult, {**result, "uploading_status": snapshot.uploading_status})
 
@@ -292,7 +305,7 @@ class AgoraStopRecordingOperator(AnnouncesRecording, BaseOperator):
             with configuration_errors_fail_the_task():
                 self._check_choices()
                 if self.storage not in (None, "", {}):
-                    self._location = StorageLocation.from_argument(self.storage, sid=self.sid)
+                    self._location = _storage_location(self.storage, sid=self.sid)
                 body = hook.stop(
                     self.resource_id,
                     self.sid,

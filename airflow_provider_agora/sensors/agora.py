@@ -21,13 +21,7 @@ from airflow_provider_agora._compat import (
     push_keys,
 )
 from airflow_provider_agora._storage.announcing import AnnouncesRecording
-from airflow_provider_agora._storage.verification import (
-    StorageArguments,
-    StorageTrouble,
-    decide_on_storage,
-    located,
-    storage_check,
-)
+from airflow_provider_agora._storage.arguments import StorageArguments
 from airflow_provider_agora._waiting import (
     Decision,
     Outcome,
@@ -38,6 +32,7 @@ from airflow_provider_agora._waiting import (
     decide_on_notifications,
 )
 from airflow_provider_agora.exceptions import AgoraError, configuration_errors_fail_the_task
+from airflow_provider_agora.links import AgoraRecordingStorageLink
 
 if TYPE_CHECKING:
     from airflow_provider_agora._compat import Context
@@ -106,6 +101,7 @@ class AgoraRecordingQuerySensor(AnnouncesRecording, BaseSensorOperator):
     # below are its class attributes, and so are the templated ones.
     template_fields: Sequence[str] = (*WaitSpec.templated(), *StorageArguments.templated)
     ui_color = "#099dfd"
+    operator_extra_links = (AgoraRecordingStorageLink(),)
 
     def __init__(
         self,
@@ -166,6 +162,8 @@ class AgoraRecordingQuerySensor(AnnouncesRecording, BaseSensorOperator):
 
     @configuration_errors_fail_the_task()
     def storage_spec(self, sid: str) -> tuple[StorageLocation | None, StorageCheck | None]:
+        from airflow_provider_agora._storage.verification import storage_check
+
         return storage_check(
             storage=self.storage,
             verify_in_storage=self.verify_in_storage,
@@ -177,6 +175,8 @@ class AgoraRecordingQuerySensor(AnnouncesRecording, BaseSensorOperator):
     def decide(self, spec: WaitSpec, memory: WaitMemory) -> Decision:
         """One poll of the wait: Agora's side (``poll``) until it is done, then, with
         ``verify_in_storage``, the bucket's, until the files are there and complete."""
+        from airflow_provider_agora._storage.verification import located
+
         location, check = self.storage_spec(spec.sid)
         if check is not None and memory.settled is not None:
             return self.verify(check, memory, memory.settled)
@@ -190,7 +190,7 @@ class AgoraRecordingQuerySensor(AnnouncesRecording, BaseSensorOperator):
     def verify(self, check: StorageCheck, memory: WaitMemory, settled: RecordingResult) -> Decision:
         """One look at the bucket (a listing of the recording's prefix, then its playlists)."""
         from airflow_provider_agora._storage.reading import read_listing
-        from airflow_provider_agora._storage.verification import examine
+        from airflow_provider_agora._storage.verification import StorageTrouble, decide_on_storage, examine
 
         listing = read_listing(check, settled["files"], settled["sid"])
         seen = listing if isinstance(listing, StorageTrouble) else examine(check.location, settled["files"], listing)
@@ -382,6 +382,8 @@ class AgoraRecordingQuerySensor(AnnouncesRecording, BaseSensorOperator):
         if event["status"] == EVENT_SUCCESS:
             self.log.info("%s", message)
             result = cast("RecordingResult | None", event.get("result"))
+            from airflow_provider_agora._storage.verification import located
+
             location, check = self.storage_spec(self.sid)
             if result is not None and check is not None:
                 return self._storage_checked(context, WaitMemory(settled=result), float(event.get("end_time") or 0))
