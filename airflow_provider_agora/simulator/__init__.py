@@ -20,10 +20,25 @@ counted in ``notification_stats()`` (``GET /_simulator/notifications/stats``). N
 on ``AgoraSimulator.faults`` (also ``POST /_simulator/faults``): ``duplicate``,
 ``reorder_31_after_11``, ``bad_signature``, ``backuped`` (32 after 31), ``redeliver`` (each again under
 a new ``noticeId``) (switches) and ``drop`` (by count and/or eventType).
+
+Recording files (``_storage``): a recording whose ``clientRequest.storageConfig`` has ``vendor`` 11
+(S3-compatible) and ``extensionParams.endpoint`` (``http://127.0.0.1:PORT``, or a bare host meaning
+https) gets its files uploaded to ``bucket`` with ``accessKey``/``secretKey`` (boto3 is imported
+then, not before), named as ``query``/``stop``/31 name them (``fileNamePrefix`` in front): TS
+segments ``<sid>_<cname>_<utc>.ts`` every :data:`SLICE_INTERVAL` simulated seconds from the first
+slice, the playlist ``<sid>_<cname>.m3u8`` rewritten after each (``#EXT-X-ENDLIST`` once the
+recording has ended normally), and ``<sid>_<cname>_0.mp4`` at the end when ``avFileType`` has
+``mp4``. A background thread writes what is due on the simulated clock; ``storage_idle(timeout)``
+and ``wait_uploaded(sid, timeout)`` wait until everything due at the moment of the call is written,
+``uploads()`` (``GET /_simulator/uploads``) lists every attempt. A refused upload is reported as
+Agora does (NCS event 1, ``module`` 1, ``errorCode`` 32). Storage faults: ``missing_segment``,
+``late_upload``, ``unfinished_playlist``, ``wrong_storage_credentials``; ``backuped`` holds a
+recording's files back until ``backup_delay`` (:data:`BACKUP_DELAY`) simulated seconds after its end.
+Nothing is uploaded without vendor 11 and an endpoint.
 """
 
 from airflow_provider_agora.simulator._counting import max_in_sliding_second
-from airflow_provider_agora.simulator._faults import Faults
+from airflow_provider_agora.simulator._faults import BACKUP_DELAY, Faults, StorageFaults
 from airflow_provider_agora.simulator._lifecycle import (
     ABNORMAL_HOLD,
     ABNORMAL_STATUS,
@@ -41,10 +56,12 @@ from airflow_provider_agora.simulator._notify import (
     NotificationRecord,
 )
 from airflow_provider_agora.simulator._server import AgoraSimulator, RequestRecord
+from airflow_provider_agora.simulator._storage import S3Target, UploadRecord, storage_target
 
 __all__ = [
     "ABNORMAL_HOLD",
     "ABNORMAL_STATUS",
+    "BACKUP_DELAY",
     "DEFAULT_MAX_IDLE_TIME",
     "EXIT_DURATION",
     "EXIT_TIMELINE",
@@ -58,5 +75,9 @@ __all__ = [
     "Faults",
     "NotificationRecord",
     "RequestRecord",
+    "S3Target",
+    "StorageFaults",
+    "UploadRecord",
     "max_in_sliding_second",
+    "storage_target",
 ]

@@ -1,7 +1,9 @@
 """``python -m airflow_provider_agora.simulator``: serve the simulator until SIGINT/SIGTERM.
 
 With ``--notify-url`` and ``--notify-secret`` it also POSTs signed Agora NCS notifications of its
-recordings' lifecycle events to that URL; ``--help`` lists the events, retries and faults.
+recordings' lifecycle events to that URL; ``--help`` lists the events, retries and faults. Recordings
+whose ``storageConfig`` is vendor 11 with ``extensionParams.endpoint`` get their files written to
+that S3-compatible storage (``--help`` says how; ``--backup-delay`` for the ``backuped`` fault).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import threading
 from collections.abc import Sequence
 from types import FrameType
 
-from airflow_provider_agora.simulator._faults import NOTIFICATION_TOGGLES
+from airflow_provider_agora.simulator._faults import BACKUP_DELAY, NOTIFICATION_TOGGLES
 from airflow_provider_agora.simulator._notify import NOTIFY_RETRY_DELAYS, NOTIFY_TIMEOUT, check_notify_url
 from airflow_provider_agora.simulator._server import AgoraSimulator
 
@@ -36,6 +38,26 @@ notifications (Agora NCS):
   {{"reorder_31_after_11": true}}, {{"bad_signature": true}}, {{"backuped": true}} (32 after 31),
   {{"redeliver": true}} (each delivered notification again under a new noticeId), {{"drop": 2}} or
   {{"drop": {{"count": 1, "event_types": [31]}}}}.
+
+recording files (S3-compatible storage):
+  A start request whose clientRequest.storageConfig has "vendor": 11 and extensionParams.endpoint
+  ("http://127.0.0.1:9000", or a bare host, which means https) gets its files uploaded to "bucket"
+  with "accessKey"/"secretKey" (boto3 needed then; keys never logged), named as Agora names them,
+  fileNamePrefix joined by "/" in front: a TS segment <sid>_<cname>_<utc>.ts every 2 simulated
+  seconds from the first slice (individual mode: ...__uid_s_<uid>__uid_e_<audio|video>_<utc>.ts),
+  the playlist <sid>_<cname>.m3u8 rewritten after each one (#EXTM3U, #EXT-X-VERSION:3,
+  #EXT-X-TARGETDURATION, #EXT-X-AGORA-TRACK-EVENT, #EXTINF:<d>) with #EXT-X-ENDLIST once the
+  recording has ended normally, and <sid>_<cname>_0.mp4 then if avFileType has "mp4" (mix, web).
+  Uploads run in a background thread on the simulated clock; a storage that does not answer is
+  retried, one that refuses (403, NoSuchBucket) stops the recording's uploads and is reported as
+  NCS event 1 (module 1, errorCode 32). Upload attempts: GET /_simulator/uploads; wait until what
+  is due now is written: POST /_simulator/storage_idle {{"timeout": 5, "sid"?: "..."}} -> {{"idle": true}}.
+  Storage faults at POST /_simulator/faults (each also {{"sid": "...", ...}} for one recording):
+  {{"missing_segment": 0}} (that segment is listed, never written), {{"late_upload": 30}} (every
+  file 30 simulated seconds late), {{"unfinished_playlist": true}} (no #EXT-X-ENDLIST),
+  {{"wrong_storage_credentials": true}} (every upload refused); with {{"backuped": true}} (or
+  {{"backuped": {{"enabled": true, "delay": 120}}}}) a recording started then writes no file until
+  --backup-delay simulated seconds after its end.
 """
 
 
@@ -72,6 +94,12 @@ def _parser() -> argparse.ArgumentParser:
         type=int,
         default=None,
         help="listen queue length (default: socketserver's 5; raise it for many new connections at once)",
+    )
+    parser.add_argument(
+        "--backup-delay",
+        type=float,
+        default=BACKUP_DELAY,
+        help=f"simulated seconds after its end at which a backuped recording's files appear (default {BACKUP_DELAY:g})",
     )
     notify = parser.add_argument_group("notifications")
     notify.add_argument("--notify-url", help="POST signed NCS notifications to this http(s) URL")
@@ -114,6 +142,7 @@ def build_simulator(args: argparse.Namespace) -> AgoraSimulator:
         notify_url=args.notify_url,
         notify_secret=args.notify_secret,
         notify_timeout=args.notify_timeout,
+        backup_delay=args.backup_delay,
     )
     for name in args.notify_fault:
         getattr(simulator.faults, name)(True)
@@ -145,6 +174,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--notify-secret and --notify-* faults need --notify-url")
     if args.notify_timeout <= 0:
         parser.error("--notify-timeout must be > 0")
+    if not 0 <= args.backup_delay < float("inf"):
+        parser.error("--backup-delay must be >= 0")
     stop = threading.Event()
 
     def _on_signal(signum: int, frame: FrameType | None) -> None:

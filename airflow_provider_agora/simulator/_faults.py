@@ -4,7 +4,9 @@ Counted faults form one FIFO queue consumed by authenticated API requests in arr
 test can say "the next two requests fail" and count requests exactly. Time-based faults are in
 simulated seconds so they scale with the simulator's ``speed``. Notification faults (``duplicate``,
 ``reorder_31_after_11``, ``drop``, ``bad_signature``, ``backuped``, ``redeliver``) change what the
-simulator's NCS sender posts.
+simulator's NCS sender posts. Storage faults (``missing_segment``, ``late_upload``,
+``unfinished_playlist``, ``wrong_storage_credentials``, and the delay of ``backuped``) change what
+the simulator's uploader writes to a recording's S3-compatible storage (see ``_storage``).
 """
 
 from __future__ import annotations
@@ -61,6 +63,21 @@ class _DropRule:
 
 #: Notification faults that are switched on and off (``Faults.<name>(enabled)``).
 NOTIFICATION_TOGGLES = ("duplicate", "reorder_31_after_11", "bad_signature", "backuped", "redeliver")
+#: Storage faults; each applies to one recording (``sid``) or, without one, to every recording.
+STORAGE_FAULTS = ("missing_segment", "late_upload", "unfinished_playlist", "wrong_storage_credentials")
+#: Default simulated seconds after the end of a ``backuped`` recording at which its files reach the storage.
+BACKUP_DELAY = 60.0
+_ALL = "*"  # key of a storage fault that applies to every recording
+
+
+@dataclass(frozen=True)
+class StorageFaults:
+    """The storage faults that apply to one recording now (its own entry wins over the global one)."""
+
+    missing_segment: int | None = None  # index of the segment that is never written, in every playlist
+    late_upload: float = 0.0  # simulated seconds every file is written after it is due
+    unfinished_playlist: bool = False  # the playlist never gets its #EXT-X-ENDLIST
+    wrong_storage_credentials: bool = False  # the storage refuses every upload (AccessDenied)
 
 
 def _check_count(count: int) -> int:
@@ -69,14 +86,29 @@ def _check_count(count: int) -> int:
     return count
 
 
+def _check_delay(seconds: float, name: str) -> float:
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 <= seconds < float("inf"):
+        raise ValueError(f"{name} must be a number of seconds >= 0, got {seconds!r}")
+    return float(seconds)
+
+
+def _check_bool(name: str, enabled: bool) -> bool:
+    if not isinstance(enabled, bool):
+        raise TypeError(f"{name} takes true or false, got {enabled!r}")
+    return enabled
+
+
 class Faults:
     """Faults to inject into the simulated API; every method is thread-safe.
 
     ``clock`` returns simulated seconds; the simulator passes its scaled clock.
     """
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic, backup_delay: float = BACKUP_DELAY) -> None:
         self._clock = clock
+        self._default_backup_delay = _check_delay(backup_delay, "backup_delay")
+        self._backup_delay = self._default_backup_delay
+        self._storage: dict[str, dict[str, Any]] = {name: {} for name in STORAGE_FAULTS}
         self._lock = threading.Lock()
         self._queue: list[_CountedFault] = []
         self._latency = 0.0
@@ -191,10 +223,25 @@ class Faults:
         """Notifications: sign with a wrong secret (both headers), as a forger would."""
         self._toggle("bad_signature", enabled)
 
-    def backuped(self, enabled: bool = True) -> None:
+    def backuped(self, enabled: bool = True, delay: float | None = None) -> None:
         """Notifications: some files went to Agora's backup storage, so 32 ``backuped`` (with the
-        same file list) follows 31 ``uploaded``: a recording then has two notifications that end it."""
+        same file list) follows 31 ``uploaded``: a recording then has two notifications that end it.
+
+        Storage: a recording started while this is on writes none of its files until ``delay``
+        (simulated seconds, default the simulator's ``backup_delay``) after it ended normally.
+        """
+        if delay is not None:
+            checked = _check_delay(delay, "delay")
         self._toggle("backuped", enabled)
+        if delay is not None:
+            with self._lock:
+                self._backup_delay = checked
+
+    @property
+    def backup_delay(self) -> float:
+        """Simulated seconds after its end at which a ``backuped`` recording's files reach the storage."""
+        with self._lock:
+            return self._backup_delay
 
     def redeliver(self, enabled: bool = True) -> None:
         """Notifications: send each delivered notification once more, under a new ``noticeId``, as
@@ -249,6 +296,42 @@ class Faults:
                     self._drops.remove(rule)
             return True
 
+    # -- storage faults --------------------------------------------------------------------------
+
+    def missing_segment(self, index: int = 0, sid: str | None = None) -> None:
+        """Storage: segment ``index`` (0 = the first) of each playlist is listed but never written."""
+        self._set_storage("missing_segment", sid, _check_count(index))
+
+    def late_upload(self, delay: float, sid: str | None = None) -> None:
+        """Storage: every file is written ``delay`` simulated seconds after it is due (0 clears it)."""
+        self._set_storage("late_upload", sid, _check_delay(delay, "delay"))
+
+    def unfinished_playlist(self, enabled: bool = True, sid: str | None = None) -> None:
+        """Storage: playlists never get ``#EXT-X-ENDLIST``, even after the recording has exited."""
+        self._set_storage("unfinished_playlist", sid, _check_bool("unfinished_playlist", enabled))
+
+    def wrong_storage_credentials(self, enabled: bool = True, sid: str | None = None) -> None:
+        """Storage: every upload is refused as with wrong ``accessKey``/``secretKey`` (AccessDenied, no
+        request is sent); the simulator reports it as Agora does (NCS event 1, module 1, errorCode 32)."""
+        self._set_storage("wrong_storage_credentials", sid, _check_bool("wrong_storage_credentials", enabled))
+
+    def _set_storage(self, name: str, sid: str | None, value: Any) -> None:
+        if sid is not None and (not isinstance(sid, str) or not sid):
+            raise TypeError(f"{name}: sid must be a non-empty string")
+        with self._lock:
+            self._storage[name][_ALL if sid is None else sid] = value
+
+    def storage_faults(self, sid: str) -> StorageFaults:
+        """The storage faults that apply to recording ``sid`` now."""
+        with self._lock:
+            values = {name: entries.get(sid, entries.get(_ALL)) for name, entries in self._storage.items()}
+        return StorageFaults(
+            missing_segment=values["missing_segment"],
+            late_upload=values["late_upload"] or 0.0,
+            unfinished_playlist=bool(values["unfinished_playlist"]),
+            wrong_storage_credentials=bool(values["wrong_storage_credentials"]),
+        )
+
     # -- state -----------------------------------------------------------------------------------
 
     def reset(self) -> None:
@@ -260,6 +343,8 @@ class Faults:
             self._transient.clear()
             self._toggles = dict.fromkeys(NOTIFICATION_TOGGLES, False)
             self._drops.clear()
+            self._storage = {name: {} for name in STORAGE_FAULTS}
+            self._backup_delay = self._default_backup_delay
 
     def state(self) -> dict[str, Any]:
         """JSON-able snapshot, answered by the control endpoint; times are simulated seconds from now."""
@@ -271,6 +356,10 @@ class Faults:
                 "abnormal_exit": {sid: max(0.0, at - now) for sid, at in self._abnormal.items()},
                 "transient_not_found": {sid: until - now for sid, until in self._transient.items() if until > now},
                 "notifications": {**self._toggles, "drop": [rule.as_dict() for rule in self._drops]},
+                "storage": {
+                    **{name: dict(entries) for name, entries in self._storage.items()},
+                    "backup_delay": self._backup_delay,
+                },
             }
 
     def apply(self, spec: Mapping[str, Any]) -> None:
@@ -279,7 +368,9 @@ class Faults:
         A value may be an object of keyword arguments, a bare count (counted faults and ``drop``) or
         ``true``/``false`` (``reset`` and the notification switches ``duplicate``,
         ``reorder_31_after_11``, ``bad_signature``, ``backuped``, ``redeliver``); ``latency`` takes a
-        number. ``reset`` runs first, the rest in the given order.
+        number. Storage faults take an object (with ``sid`` for one recording) or, for every recording,
+        ``missing_segment`` an index, ``late_upload`` a number of seconds, ``unfinished_playlist`` and
+        ``wrong_storage_credentials`` ``true``/``false``. ``reset`` runs first, the rest in the given order.
         Raises ``ValueError``/``TypeError`` at the first invalid entry; earlier entries stay applied.
         """
         if spec.get("reset"):
@@ -297,7 +388,12 @@ class Faults:
             "backuped": self.backuped,
             "redeliver": self.redeliver,
             "drop": self.drop,
+            "missing_segment": self.missing_segment,
+            "late_upload": self.late_upload,
+            "unfinished_playlist": self.unfinished_playlist,
+            "wrong_storage_credentials": self.wrong_storage_credentials,
         }
+        switches = (*NOTIFICATION_TOGGLES, "unfinished_playlist", "wrong_storage_credentials")
         for name, value in spec.items():
             if name == "reset":
                 continue
@@ -309,10 +405,14 @@ class Faults:
                 if isinstance(value, Mapping):
                     actions[name](**value)
                 elif (
-                    isinstance(value, int)
-                    and not isinstance(value, bool)
-                    and (name.endswith("_next") or name == "drop")
-                ) or (isinstance(value, bool) and name in NOTIFICATION_TOGGLES):
+                    (
+                        isinstance(value, int)
+                        and not isinstance(value, bool)
+                        and (name.endswith("_next") or name in ("drop", "missing_segment", "late_upload"))
+                    )
+                    or (isinstance(value, float) and name == "late_upload")
+                    or (isinstance(value, bool) and name in switches)
+                ):
                     actions[name](value)
                 else:
                     raise TypeError(f"{name} takes an object of arguments")

@@ -112,7 +112,7 @@ class Recording:
     resource: Resource
     sid: str
     mode: str
-    client_request: dict[str, Any]
+    client_request: dict[str, Any] = field(repr=False)  # storageConfig holds the storage's secret key
     started_at: float
     audio_uids: list[str]
     video_uids: list[str]

@@ -18,7 +18,9 @@ fatal ``cloud_recording_error``) and 11 (``exitStatus`` 1). Fail-over (``transie
 fault): 12 (0, ``newUid``); later events carry the new uid. ``sequence`` counts per sid from 0 in
 the order events happen; ``sendts`` is when the event happened on the simulated clock. With the
 ``backuped`` fault a 32 (2, the same file list) follows each 31 that has a file list; with
-``redeliver`` each delivered notification is sent once more under a new ``noticeId``.
+``redeliver`` each delivered notification is sent once more under a new ``noticeId``. When the
+recording's S3-compatible storage refuses its uploads (``_storage``), 1 (0, ``module`` 1 uploader,
+``errorLevel`` 4, ``errorCode`` 32) at that moment; the recording goes on.
 
 Delivery: one sender thread POSTs in order of due time (``http.client``, no proxies, 10 s socket
 timeout). Anything but a 200 answer is resent, same ``noticeId``, with a new ``notifyMs`` (always
@@ -49,6 +51,12 @@ from urllib.parse import urlsplit
 
 from airflow_provider_agora.simulator._faults import Faults
 from airflow_provider_agora.simulator._lifecycle import FIRST_SLICE_AT, Clock, Recording
+from airflow_provider_agora.simulator._storage import (
+    STORAGE_CONFIG_ERROR_CODE,
+    STORAGE_CONFIG_ERROR_MSG,
+    UPLOADER_ERROR_LEVEL,
+    UPLOADER_MODULE,
+)
 
 if TYPE_CHECKING:
     from airflow_provider_agora.simulator._service import CloudRecordingService
@@ -85,6 +93,7 @@ _WRONG_SECRET = b"not-the-notify-secret"
 _MAX_RESPONSE = 1 << 16
 _MAX_UID = 2**32 - 1
 _NOW = float("-inf")  # due time of "look at this recording now" entries
+_UPLOADER_ERROR = -1  # internal event code of an uploader error: sent as eventType 1, module 1
 
 
 def check_notify_url(url: str) -> str:
@@ -185,6 +194,7 @@ class Notifier:
         self._counter = itertools.count()
         self._events: list[tuple[float, int, str]] = []  # (simulated due time or _NOW, n, sid)
         self._failovers: dict[str, list[float]] = {}  # sid -> simulated times of unreported fail-overs
+        self._storage_errors: dict[str, list[float]] = {}  # sid -> simulated times of unreported refusals
         self._deliveries: list[tuple[float, int, _Delivery]] = []  # (monotonic due time, n, delivery)
         self._tracks: dict[str, _Track] = {}  # event thread only
         self._log_lock = threading.Lock()
@@ -231,6 +241,13 @@ class Notifier:
         with self._cond:
             if fault == "transient_not_found":
                 self._failovers.setdefault(sid, []).append(self._clock.now())
+            heapq.heappush(self._events, (_NOW, next(self._counter), sid))
+            self._cond.notify_all()
+
+    def storage_error(self, sid: str, at: float) -> None:
+        """The storage refused the uploads of ``sid`` at simulated time ``at``: report event 1 (uploader)."""
+        with self._cond:
+            self._storage_errors.setdefault(sid, []).append(at)
             heapq.heappush(self._events, (_NOW, next(self._counter), sid))
             self._cond.notify_all()
 
@@ -295,18 +312,20 @@ class Notifier:
             if recording is None:
                 with self._cond:
                     self._failovers.pop(sid, None)  # a fault for an sid the simulator never had
+                    self._storage_errors.pop(sid, None)
                 return
             track = self._track_of(sid, recording)
             if due != _NOW and due != track.scheduled:
                 return  # superseded by a later look at this recording
             with self._cond:
                 failovers = self._failovers.pop(sid, [])
+                storage_errors = self._storage_errors.pop(sid, [])
             now = self._clock.now()
             abnormal = self._abnormal_at(sid, recording)
             plan = recording.notification_plan(abnormal)
             abnormal_path = any(event_type == 1 for _, event_type in plan)
             slice_start_ms = self._clock.epoch_ms(recording.started_at + FIRST_SLICE_AT)
-            for at, event_type in _due_events(recording, track, plan, failovers, now):
+            for at, event_type in _due_events(recording, track, plan, failovers, now, storage_errors):
                 out.extend(self._emit(recording, track, at, event_type, abnormal_path, slice_start_ms))
                 if event_type == 1 and recording.abnormal_at is None:
                     recording.abnormal_at = abnormal  # observed: stays exited even if the fault is reset
@@ -336,8 +355,19 @@ class Notifier:
     ) -> list[_Delivery]:
         """Build one event's delivery; returns what is to be sent now (reorder fault aside)."""
         new_uid = 0
+        uploader_error = event_type == _UPLOADER_ERROR
+        if uploader_error:
+            event_type = 1
         details: dict[str, Any] = {"msgName": EVENT_NAMES[event_type]}
-        if event_type in (30, 40):
+        if uploader_error:
+            details.update(
+                module=UPLOADER_MODULE,
+                errorLevel=UPLOADER_ERROR_LEVEL,
+                errorCode=STORAGE_CONFIG_ERROR_CODE,
+                stat=0,
+                errorMsg=STORAGE_CONFIG_ERROR_MSG,
+            )
+        elif event_type in (30, 40):
             details["status"] = 0
         elif event_type == 70:
             details["recorderStartTime"] = self._clock.epoch_ms(at)
@@ -368,7 +398,7 @@ class Notifier:
         track.sequence += 1
         if event_type == 12:
             track.uid = str(new_uid)
-        else:
+        elif not uploader_error:
             track.emitted.add(event_type)
         deliveries = [_Delivery(uuid.uuid4().hex, event_type, recording.sid, payload)]
         if event_type == 31 and recording.mode != "web" and self._faults.notification_flag("backuped"):
@@ -504,16 +534,23 @@ class Notifier:
 
 
 def _due_events(
-    recording: Recording, track: _Track, plan: list[tuple[float, int]], failovers: list[float], now: float
+    recording: Recording,
+    track: _Track,
+    plan: list[tuple[float, int]],
+    failovers: list[float],
+    now: float,
+    storage_errors: Sequence[float] = (),
 ) -> list[tuple[float, int]]:
     """``(at, event_type)`` of the events to send now, in the order they happened: the planned ones
-    not sent yet and due by ``now``, and a 12 per fail-over reported while the recording existed.
-    At the same time a fail-over comes first, then the plan's events in the plan's order."""
+    not sent yet and due by ``now``, a 12 per fail-over reported while the recording existed, and an
+    uploader error (:data:`_UPLOADER_ERROR`) per storage refusal. At the same time a fail-over comes
+    first, then an uploader error, then the plan's events in the plan's order."""
     due = [
         (at, 1, index, event_type)
         for index, (at, event_type) in enumerate(plan)
         if event_type not in track.emitted and at <= now
     ]
     due += [(at, 0, 0, 12) for at in failovers if recording.status(at) is not None]
+    due += [(at, 0, 1, _UPLOADER_ERROR) for at in storage_errors]
     due.sort()
     return [(at, event_type) for at, _, _, event_type in due]

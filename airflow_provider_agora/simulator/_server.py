@@ -17,11 +17,12 @@ from types import TracebackType
 from typing import Any, cast
 from urllib.parse import urlsplit
 
-from airflow_provider_agora.simulator._faults import Faults
+from airflow_provider_agora.simulator._faults import BACKUP_DELAY, Faults
 from airflow_provider_agora.simulator._lifecycle import DEFAULT_BULK_HOLD, Clock
 from airflow_provider_agora.simulator._notify import NOTIFY_TIMEOUT, NotificationRecord, Notifier
 from airflow_provider_agora.simulator._responses import NO_ROUTE, Response, gateway_error, json_response
 from airflow_provider_agora.simulator._service import CloudRecordingService
+from airflow_provider_agora.simulator._storage import Uploader, UploadRecord
 
 CONTROL_PREFIX = "/_simulator/"
 _MAX_BODY = 1 << 20
@@ -197,6 +198,14 @@ class AgoraSimulator:
     seconds the sender waits for an answer. Every attempt is in ``notifications``; the faults
     ``duplicate``, ``reorder_31_after_11``, ``drop``, ``bad_signature``, ``backuped`` and
     ``redeliver`` change what is sent.
+
+    Recording files: a recording whose ``storageConfig`` is ``vendor`` 11 with
+    ``extensionParams.endpoint`` gets its playlists, TS segments and MP4s written to that
+    S3-compatible storage as the simulated clock reaches them, from a background thread (see
+    :mod:`airflow_provider_agora.simulator._storage`). ``storage_idle``/``wait_uploaded`` wait until
+    everything due at the moment of the call is written; ``uploads`` lists every attempt. The storage
+    faults (``missing_segment``, ``late_upload``, ``unfinished_playlist``, ``wrong_storage_credentials``)
+    and ``backuped`` (files only ``backup_delay`` simulated seconds after the end) change what is written.
     """
 
     def __init__(
@@ -212,6 +221,7 @@ class AgoraSimulator:
         notify_url: str | None = None,
         notify_secret: str | None = None,
         notify_timeout: float = NOTIFY_TIMEOUT,
+        backup_delay: float = BACKUP_DELAY,
     ) -> None:
         if backlog is not None and backlog < 1:
             raise ValueError("backlog must be >= 1")
@@ -223,7 +233,7 @@ class AgoraSimulator:
         self.host = host
         self.port = port
         self._clock = Clock(speed)
-        self.faults = Faults(self._clock.now)
+        self.faults = Faults(self._clock.now, backup_delay=backup_delay)
         self._service = CloudRecordingService(
             customer_id, customer_secret, self.app_ids, self._clock, self.faults, rate_limit_per_second
         )
@@ -242,8 +252,11 @@ class AgoraSimulator:
             self._notifier = Notifier(
                 notify_url, notify_secret, self._clock, self.faults, self._service, timeout=notify_timeout
             )
-            self._service.on_change = self._notifier.touch
             self.faults.listener = self._notifier.fault_changed
+        self._uploader = Uploader(self._clock, self.faults, self._service)
+        if self._notifier is not None:
+            self._uploader.on_refused = self._notifier.storage_error
+        self._service.on_change = self._timeline_changed
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -260,6 +273,7 @@ class AgoraSimulator:
         self._thread.start()
         if self._notifier is not None:
             self._notifier.start()
+        self._uploader.start()
         return self
 
     def stop(self) -> None:
@@ -269,6 +283,7 @@ class AgoraSimulator:
             return
         if self._notifier is not None:
             self._notifier.stop()
+        self._uploader.stop()
         server.shutdown()
         server.close_connections()
         server.server_close()
@@ -361,6 +376,34 @@ class AgoraSimulator:
             end_times, hold=hold, mode=mode, app_id=app_id, client_request=client_request
         )
 
+    def storage_idle(self, timeout: float = 5.0) -> bool:
+        """Wait until every file due at the simulated time of this call is in its storage (or refused
+        for good), for every recording with an S3-compatible ``storageConfig``.
+
+        Returns ``False`` if that is not so within ``timeout`` real seconds (e.g. the storage is down:
+        the uploader keeps retrying). Move a manual clock first, then call this: the bucket then holds
+        exactly the files due at that moment.
+        """
+        return self._uploader.wait_idle(timeout)
+
+    def wait_uploaded(self, sid: str, timeout: float = 5.0) -> bool:
+        """:meth:`storage_idle` for the one recording ``sid`` (``True`` at once if it uploads nothing)."""
+        return self._uploader.wait_idle(timeout, sid)
+
+    def uploads(self, sid: str | None = None) -> list[UploadRecord]:
+        """Every upload attempt so far (of ``sid`` only, if given), oldest first; no credentials in it."""
+        return self._uploader.records(sid)
+
+    def clear_uploads(self) -> None:
+        """Forget the logged upload attempts (what was written stays written)."""
+        self._uploader.clear()
+
+    def _timeline_changed(self, sids: Sequence[str]) -> None:
+        """The service's change callback (lock held, must not block): tell the notifier and the uploader."""
+        if self._notifier is not None:
+            self._notifier.touch(sids)
+        self._uploader.touch(sids)
+
     def stats(self) -> dict[str, Any]:
         """Counters since the last ``reset_stats``: TCP connections accepted, API answers per status.
 
@@ -417,7 +460,29 @@ class AgoraSimulator:
             ("stats", "DELETE"): self._control_reset_stats,
             ("recordings", "POST"): self._control_create_recordings,
             ("leave_channel", "POST"): self._control_leave_channel,
+            ("uploads", "GET"): lambda _: json_response(200, [asdict(record) for record in self.uploads()]),
+            ("uploads", "DELETE"): self._control_clear_uploads,
+            ("storage_idle", "POST"): self._control_storage_idle,
         }
+
+    def _control_clear_uploads(self, payload: Any) -> Response:
+        """``DELETE /_simulator/uploads``: the upload log is empty after it."""
+        self.clear_uploads()
+        return json_response(200, [])
+
+    def _control_storage_idle(self, payload: Any) -> Response:
+        """``POST /_simulator/storage_idle``: ``{"timeout"?: seconds (<= 30, default 5), "sid"?: "..."}``;
+        answers ``{"idle": true|false}`` once everything due now is written, or at the timeout."""
+        payload = {} if payload is None else payload
+        if not isinstance(payload, dict) or set(payload) - {"timeout", "sid"}:
+            return gateway_error(400, 'expected {"timeout"?: seconds, "sid"?: "..."}')
+        timeout, sid = payload.get("timeout", 5.0), payload.get("sid")
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 <= timeout <= 30:
+            return gateway_error(400, "timeout must be a number of seconds in [0, 30]")
+        if sid is not None and not isinstance(sid, str):
+            return gateway_error(400, "sid must be a string")
+        idle = self.storage_idle(float(timeout)) if sid is None else self.wait_uploaded(sid, float(timeout))
+        return json_response(200, {"idle": idle})
 
     def _control_clear_requests(self, payload: Any) -> Response:
         """``DELETE /_simulator/requests``: the request log is empty after it."""
