@@ -21,13 +21,14 @@ import contextlib
 import http.client
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
+
+from tests.support import free_port
 
 #: Keys of the client when moto does not check credentials (it accepts any then).
 DUMMY_ACCESS_KEY = "test-access-key"
@@ -58,19 +59,12 @@ class Credentials:
         return f"Credentials(access_key={self.access_key!r}, secret_key='***')"
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port nobody listens on now (the OS picks it for a socket bound to port 0)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((host, 0))
-        return int(probe.getsockname()[1])
-
-
 class S3Server:
     """One moto server process; ``start`` waits until it answers HTTP."""
 
     def __init__(self, host: str = "127.0.0.1", port: int | None = None) -> None:
         self.host = host
-        self.port = port if port is not None else free_port(host)
+        self.port = port if port is not None else free_port()
         self._process: subprocess.Popen[bytes] | None = None
         self._buckets: list[str] = []
         self._credentials = Credentials(DUMMY_ACCESS_KEY, DUMMY_SECRET_KEY)

@@ -207,13 +207,20 @@ def decide_on_storage(
 ) -> Decision:
     """Agora's side is done (``settled``); ``seen`` is what the bucket showed. Done when complete;
     otherwise wait for the files to land, for at most ``storage_grace_period`` from the first check
-    that found them incomplete (kept in the memory), then fail naming what is missing."""
+    that found them incomplete (kept in the memory), then fail naming what is missing. Storage that
+    does not answer is waited for without counting against that period: only the wait's timeout ends it."""
     sid = settled["sid"]
     where = f"{check.location.prefix_uri or check.location.bucket}"
     if isinstance(seen, StorageTrouble) and seen.kind is not Trouble.TRANSIENT:
         return Decision(Outcome.FAIL, memory, seen.message, located(settled, check.location))
+    if isinstance(seen, StorageTrouble):  # unreachable or throttled: no verdict, and no time counted
+        return Decision(
+            Outcome.WAIT,
+            replace(memory, settled=settled),
+            f"Recording sid={sid} is done at Agora; {seen.message} about {where}.",
+        )
     since = memory.storage_pending_since if memory.storage_pending_since is not None else now
-    if isinstance(seen, Examination) and seen.complete:
+    if seen.complete:
         result: RecordingResult = {
             **located(settled, check.location),
             "playlists": seen.playlists,
@@ -227,9 +234,9 @@ def decide_on_storage(
             result,
         )
     waited = max(now - since, 0.0)
-    what = seen.message if isinstance(seen, StorageTrouble) else seen.describe()
+    what = seen.describe()
     memory = replace(memory, settled=settled, storage_pending_since=since)
-    if isinstance(seen, StorageTrouble) or waited < check.grace_period:
+    if waited < check.grace_period:
         return Decision(
             Outcome.WAIT,
             memory,

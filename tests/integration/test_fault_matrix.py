@@ -18,9 +18,7 @@ The README's "Failure behaviour" table is this file in words.
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import contextlib
 import json
 import logging
 import os
@@ -30,28 +28,29 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from functools import partial
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
-from unittest import mock
 
 import pytest
 
 from airflow_provider_agora import _settings
 from airflow_provider_agora._compat import (
     AirflowFailException,
-    AirflowRescheduleException,
     AirflowSensorTimeout,
-    BaseSensorOperator,
-    TaskDeferred,
 )
 from airflow_provider_agora.exceptions import AgoraRateLimitError
 from airflow_provider_agora.hooks.agora import AgoraAsyncHook, AgoraHook, RetryPolicy
 from airflow_provider_agora.sensors.agora import AgoraRecordingQuerySensor
 from airflow_provider_agora.testing import reset_process_state
 from tests import agora_bodies as bodies
+from tests.integration.sensor_modes import (
+    MODE_ARGUMENTS,
+    RUNNERS,
+    TRIGGER_ROWS,
+    StillRescheduling,
+)
 from tests.support import (
     CUSTOMER_ID,
     CUSTOMER_SECRET,
@@ -88,16 +87,6 @@ SECRETS = {
 # The README's numbers, written out here rather than imported from the code under test.
 RETRY_AFTER_CAP = 60.0
 RATE_LIMIT = 10
-# How late Airflow's scheduler notices a deferral that outlived its timeout
-# ([scheduler] trigger_timeout_check_interval); the trigger's own deadline comes first.
-TRIGGER_TIMEOUT_CHECK = 15.0
-# A reschedule-mode sensor still rescheduled this long after its timeout never times out (a bug).
-STILL_RESCHEDULING_AFTER = 30.0
-# Airflow 3 dates the first reschedule, from which a reschedule-mode sensor's timeout runs, when
-# the execution reports it; Airflow 2.11 dates it when that execution started.
-AIRFLOW_3 = BaseSensorOperator.__module__.startswith("airflow.sdk")
-# What the scheduler hands a deferred task whose trigger outlived the deferral's timeout.
-TRIGGER_TIMEOUT_ERROR = "Trigger timeout" if AIRFLOW_3 else "Trigger/execution timeout"
 
 
 def _has_task_state_store() -> bool:
@@ -132,7 +121,6 @@ PLANNED_SLEEPS = PlannedSleeps(**asdict(FAST_RETRIES))
 # The retry policy's log line before each wait; its last argument is the wait it planned.
 RETRY_LOG_LINE = "Attempt %d of %d failed: %s Retrying in %.1f s."
 
-TRIGGER_ROWS: list[str] = []
 ENDINGS: list[Any] = []
 
 
@@ -169,14 +157,6 @@ class Ending:
     value: Any = None  # the XCom return value
 
 
-class StillRescheduling(Exception):
-    """A reschedule-mode sensor that Airflow keeps rescheduling long past its timeout."""
-
-
-def _utcnow() -> datetime:
-    return datetime.now(timezone.utc)
-
-
 def _sensor(policy: RetryPolicy, **kwargs: Any) -> AgoraRecordingQuerySensor:
     task = AgoraRecordingQuerySensor(task_id="wait", resource_id="rid", sid=SID, **kwargs)
     task.hook = AgoraHook(task.agora_conn_id, retry_policy=policy)
@@ -191,96 +171,6 @@ def _ending(error: BaseException) -> Ending:
     if isinstance(error, StillRescheduling):
         return Ending("up_for_reschedule", str(error))
     return Ending("error", str(error))
-
-
-async def _only_event(trigger: Any) -> dict[str, Any]:
-    events = [event.payload async for event in trigger.run()]
-    assert len(events) == 1
-    return events[0]
-
-
-MODE_ARGUMENTS: dict[str, dict[str, Any]] = {
-    "poke": {},
-    "reschedule": {"mode": "reschedule"},
-    "deferrable": {"deferrable": True},
-}
-
-
-def run_poke(policy: RetryPolicy, context: dict[str, Any], **kwargs: Any) -> Any:
-    """One execution: BaseSensorOperator pokes, sleeps and times out by itself."""
-    return _sensor(policy, **kwargs).execute(context)
-
-
-def run_reschedule(policy: RetryPolicy, context: dict[str, Any], **kwargs: Any) -> Any:
-    """Reschedule mode as Airflow runs it; the sensor's timeout is Airflow's own decision.
-
-    Every execution is a fresh operator running BaseSensorOperator's ``execute``: it pokes once, and
-    either ends the task or raises AirflowRescheduleException, which leaves the task
-    up_for_reschedule until the date it names. Airflow records the first reschedule, and every later
-    execution asks for it (``_orig_start_date`` on 2.11, ``ti.get_first_reschedule_date`` on 3.x)
-    and measures the timeout from its start date. Only the task state store (Airflow 3.3) outlives
-    an execution.
-    """
-    first_reschedule: datetime | None = None
-    ti = SimpleNamespace(
-        dag_id="agora_fault_matrix",
-        task_id="wait",
-        run_id="manual",
-        map_index=-1,
-        max_tries=0,
-        get_first_reschedule_date=lambda _context: first_reschedule,
-    )
-    recorded_start = (
-        contextlib.nullcontext()
-        if AIRFLOW_3
-        else mock.patch("airflow.sensors.base._orig_start_date", side_effect=lambda **_: first_reschedule)
-    )
-    give_up = time.monotonic() + float(kwargs["timeout"]) + STILL_RESCHEDULING_AFTER
-    with recorded_start:
-        while True:
-            execution_started = _utcnow()
-            try:
-                return _sensor(policy, mode="reschedule", **kwargs).execute({**context, "ti": ti})
-            except AirflowRescheduleException as reschedule:
-                if first_reschedule is None:
-                    first_reschedule = _utcnow() if AIRFLOW_3 else execution_started
-                if time.monotonic() > give_up:
-                    raise StillRescheduling(
-                        f"still up_for_reschedule {STILL_RESCHEDULING_AFTER:g} s after the timeout"
-                    ) from reschedule
-                # The scheduler runs the task again once the reschedule date has come.
-                time.sleep(max(0.0, (reschedule.reschedule_date - _utcnow()).total_seconds()))
-
-
-def run_deferrable(policy: RetryPolicy, context: dict[str, Any], **kwargs: Any) -> Any:
-    """Deferrable mode as Airflow runs it: execute, run the trigger, resume a new instance.
-
-    A trigger that outlives the deferral's timeout is failed the way the scheduler does it
-    (``__fail__``), a little late, as the scheduler checks periodically.
-    """
-    try:
-        return _sensor(policy, deferrable=True, **kwargs).execute(context)
-    except TaskDeferred as first:
-        deferred = first
-    while True:  # deferred, resumed, perhaps deferred again (checkpoints), until the end
-        TRIGGER_ROWS.append(json.dumps(deferred.trigger.serialize()))  # what the trigger table stores
-        limit = None if deferred.timeout is None else deferred.timeout.total_seconds() + TRIGGER_TIMEOUT_CHECK
-        try:
-            event = asyncio.run(asyncio.wait_for(_only_event(deferred.trigger), timeout=limit))
-            method, arguments = deferred.method_name, {**(deferred.kwargs or {}), "event": event}
-        except TimeoutError:
-            method, arguments = "__fail__", {"error": TRIGGER_TIMEOUT_ERROR}
-        try:
-            return _sensor(policy, deferrable=True, **kwargs).resume_execution(method, arguments, context)
-        except TaskDeferred as again:
-            deferred = again
-
-
-RUNNERS: dict[str, Callable[..., Any]] = {
-    "poke": run_poke,
-    "reschedule": run_reschedule,
-    "deferrable": run_deferrable,
-}
 
 
 # -- the cases ------------------------------------------------------------------------------------
@@ -683,7 +573,7 @@ def run_case(case: Case, mode: str, scripted: ScriptedAgora, caplog: pytest.LogC
         first_try = _sensor(case.policy, **MODE_ARGUMENTS[mode], **kwargs)
         assert not first_try.poke(context), mode
     try:
-        ending = Ending("success", value=RUNNERS[mode](case.policy, context, **kwargs))
+        ending = Ending("success", value=RUNNERS[mode](partial(_sensor, case.policy), context, **kwargs))
     except Exception as error:
         ending = _ending(error)
     ended, elapsed = time.time(), time.monotonic() - started_monotonic
