@@ -14,18 +14,28 @@ BIN := $(VENV)/bin
 
 .PHONY: test test-unit lint typecheck package pytest pytest-airflow2 browser redis-server postgresql demo screenshots clean
 
+# The storage stack (the Amazon provider's s3fs reader, moto) pinned to a set known to install together:
+# unpinned, pip backtracks for a long time between aiobotocore, botocore and s3fs.
+STORAGE_PINS := "apache-airflow-providers-amazon==9.39.0" "s3fs==2026.9.0" "aiobotocore==3.10.0" \
+	"boto3==1.43.117" "botocore==1.43.117" "s3transfer==0.19.3" "moto==5.2.6"
+
+# Airflow 2.11 with today's dependencies: cryptography 51 (2026-12-02) breaks its Fernet (get_fernet sets
+# an attribute on MultiFernet, now a Rust object), so no connection can be read; 50.0.2 is the last good one.
+AIRFLOW_2_PINS := "cryptography<51"
+
 # One virtual environment per Airflow line; the stamp names the version it holds.
 $(VENV)/.installed-$(AIRFLOW_3): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(VENV)/bin/python -m pip install --quiet "apache-airflow==$(AIRFLOW_3)" -e ".[test]"
+	$(VENV)/bin/python -m pip install --quiet "apache-airflow==$(AIRFLOW_3)" -e ".[test]" $(STORAGE_PINS)
 	rm -f $(VENV)/.installed-*
 	touch $@
 
 $(VENV_AIRFLOW_2)/.installed-$(AIRFLOW_2): pyproject.toml
 	$(PYTHON) -m venv $(VENV_AIRFLOW_2)
 	$(VENV_AIRFLOW_2)/bin/python -m pip install --quiet --upgrade pip
-	$(VENV_AIRFLOW_2)/bin/python -m pip install --quiet "apache-airflow==$(AIRFLOW_2)" -e ".[test]"
+	$(VENV_AIRFLOW_2)/bin/python -m pip install --quiet "apache-airflow==$(AIRFLOW_2)" -e ".[test]" $(STORAGE_PINS) \
+		$(AIRFLOW_2_PINS)
 	rm -f $(VENV_AIRFLOW_2)/.installed-*
 	touch $@
 

@@ -133,7 +133,7 @@ def attach_filesystem(scheme: str, conn_id: str | None) -> Any:
     try:  # Airflow 3.0+
         from airflow.sdk.io import attach
     except ImportError:
-        from airflow.io import attach  # type: ignore[no-redef,attr-defined]
+        from airflow.io.store import attach  # type: ignore[no-redef,import-not-found]
     return attach(scheme, conn_id).fs
 
 

@@ -227,9 +227,11 @@ class AgoraRecordingQuerySensor(AnnouncesRecording, BaseSensorOperator):
         memory = WaitMemory.from_json(store.get(MEMORY_KEY)) if store is not None else self._memory
         decision = self.decide(spec, memory)
         while self._must_wait_out_not_found(decision, store, spec):
+            self.log.info("%s", decision.message)
             time.sleep(min(self.poke_interval, spec.not_found_grace_period))
             decision = self.decide(spec, decision.memory)
         while self._must_wait_out_storage(decision, store):
+            self.log.info("%s", decision.message)
             time.sleep(self.poke_interval)
             decision = self.decide(spec, decision.memory)
 
