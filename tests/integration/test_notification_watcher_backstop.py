@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import time
@@ -116,7 +117,14 @@ async def test_a_recording_that_ended_while_redis_was_down_fires_exactly_once(
             hook = AgoraHook(retry_policy=FAST_RETRIES)
             resource_id = (await asyncio.to_thread(hook.acquire, CNAME, UID))["resourceId"]
             started = await asyncio.to_thread(
-                hook.start, resource_id, CNAME, UID, "mix", {"recordingFileConfig": {"avFileType": ["hls"]}}
+                functools.partial(
+                    hook.start,
+                    resource_id,
+                    CNAME,
+                    UID,
+                    recording_mode="mix",
+                    client_request={"recordingFileConfig": {"avFileType": ["hls"]}},
+                )
             )
             sid, started_at = started["sid"], simulator.simulated_time()
             heard = LogSignal(f"Heard of recording sid={sid}")
