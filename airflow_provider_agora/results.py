@@ -90,7 +90,7 @@ class RecordingResult(_RecordingResultBase, total=False):
     notification: SettlingNotification  # only when a notification settled the wait ("notification")
     storage: dict[str, Any]  # where the files are (vendor, region, bucket, prefix, uri): no secret
     playlists: dict[str, PlaylistSummary]  # per playlist key, once verified in storage
-    verified_in_storage: bool  # True: every file was found in the bucket, complete
+    verified_in_storage: bool  # True: every file was found in the bucket, complete; False: no file list to check
 
 
 class StopResult(_RecordingResultBase):

@@ -1,9 +1,11 @@
 """`make demo`: the example pipeline end to end against the embedded Agora simulator.
 
-Starts the simulator on loopback, points the ``agora_default`` connection at it, initialises
-Airflow with its SQLite database under ``.airflow/``, runs ``dags/agora_recording_pipeline.py``
-with ``airflow dags test`` and prints the manifest of the recording's files. Exits non-zero if
-anything fails. Nothing here talks to the internet.
+Starts an S3-compatible storage server (moto's) and the simulator on loopback, points the
+``agora_default`` connection at the simulator and ``recording_storage`` at the storage, initialises
+Airflow with its SQLite database under ``.airflow/``, runs ``agora_recording_to_storage``
+(``dags/agora_recording_pipeline.py``) with ``airflow dags test`` and prints the manifest of the
+recording's files, each with its URI, and what the downstream task read of each playlist from the
+bucket. Exits non-zero if anything fails. Nothing here talks to the internet.
 """
 
 from __future__ import annotations
@@ -20,12 +22,19 @@ from pathlib import Path
 from airflow_provider_agora.simulator import AgoraSimulator
 
 ROOT = Path(__file__).resolve().parents[1]
-DAG_ID = "agora_recording_pipeline"
+sys.path.insert(0, str(ROOT))  # the storage server helper of the tests
+
+from tests.storage_server import running_s3_server  # noqa: E402
+
+DAG_ID = "agora_recording_to_storage"
+BUCKET = "demo-recordings"
 APP_ID = "0123456789abcdef0123456789abcdef"
 AIRFLOW = str(Path(sys.executable).with_name("airflow"))
 
 
-def airflow_environment(home: Path, manifests: Path, simulator_url: str, secret: str) -> dict[str, str]:
+def airflow_environment(
+    home: Path, manifests: Path, simulator_url: str, secret: str, storage_url: str
+) -> dict[str, str]:
     return {
         **os.environ,
         "AIRFLOW_HOME": str(home),
@@ -46,7 +55,7 @@ def airflow_environment(home: Path, manifests: Path, simulator_url: str, secret:
                 "conn_type": "aws",
                 "login": "DEMOACCESSKEY",
                 "password": secrets.token_urlsafe(24),
-                "extra": {"bucket": "demo-recordings"},
+                "extra": {"bucket": BUCKET, "endpoint_url": storage_url, "region_name": "us-east-1"},
             }
         ),
     }
@@ -68,9 +77,14 @@ def main() -> int:
     home.mkdir(parents=True, exist_ok=True)
     manifests.mkdir(parents=True, exist_ok=True)
     secret = secrets.token_urlsafe(16)
-    with AgoraSimulator(customer_id="demo-customer", customer_secret=secret, app_ids=(APP_ID,)).start() as sim:
+    with (
+        running_s3_server() as storage,
+        AgoraSimulator(customer_id="demo-customer", customer_secret=secret, app_ids=(APP_ID,)).start() as sim,
+    ):
+        storage.create_bucket(BUCKET)
+        print(f"-- S3-compatible storage (moto) listening on {storage.endpoint_url}, bucket {BUCKET}")
         print(f"-- Agora simulator listening on {sim.url}")
-        env = airflow_environment(home, manifests, sim.url, secret)
+        env = airflow_environment(home, manifests, sim.url, secret, storage.endpoint_url)
         if not run(
             f"Initialising Airflow's SQLite database in {home}",
             [AIRFLOW, "db", "migrate"],
@@ -96,7 +110,11 @@ def main() -> int:
     if not ok:
         print(f"DAG run failed; the whole log is in {home / 'demo-dags-test.log'}")
         return 1
-    written = [path for path in manifests.glob("*.json") if path.stat().st_mtime >= started - 1]
+    written = [
+        path
+        for path in manifests.glob("*.json")
+        if path.stat().st_mtime >= started - 1 and not path.name.endswith(".playlists.json")
+    ]
     if not written:
         print(f"The DAG run succeeded but wrote no manifest into {manifests}.")
         return 1
@@ -105,6 +123,12 @@ def main() -> int:
         f"-- DAG run succeeded. Manifest {manifest.relative_to(ROOT) if manifest.is_relative_to(ROOT) else manifest}:"
     )
     print(manifest.read_text(), end="")
+    playlists = manifest.with_name(manifest.stem + ".playlists.json")
+    if not playlists.exists():
+        print(f"The DAG run succeeded but its read_playlists task wrote no {playlists.name}.")
+        return 1
+    print(f"-- What the downstream task read from the bucket through ObjectStoragePath ({playlists.name}):")
+    print(playlists.read_text(), end="")
     return 0
 
 

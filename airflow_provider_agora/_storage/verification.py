@@ -211,6 +211,14 @@ def decide_on_storage(
     does not answer is waited for without counting against that period: only the wait's timeout ends it."""
     sid = settled["sid"]
     where = f"{check.location.prefix_uri or check.location.bucket}"
+    if not settled["files"]:
+        return Decision(
+            Outcome.DONE,
+            replace(memory, settled=None, storage_pending_since=None),
+            f"Recording sid={sid} ended without a file list this task saw (it was gone when first asked): "
+            f"nothing to verify in {where}; the stop operator's result lists its files.",
+            {**located(settled, check.location), "verified_in_storage": False},
+        )
     if isinstance(seen, StorageTrouble) and seen.kind is not Trouble.TRANSIENT:
         return Decision(Outcome.FAIL, memory, seen.message, located(settled, check.location))
     if isinstance(seen, StorageTrouble):  # unreachable or throttled: no verdict, and no time counted

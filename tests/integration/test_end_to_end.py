@@ -69,7 +69,14 @@ def e2e_simulator() -> Iterator[AgoraSimulator]:
 
 
 def dags_test(
-    home: Path, sim: AgoraSimulator, dag_id: str, *, dags: Path, conf: dict[str, Any] | None = None, debug: bool = False
+    home: Path,
+    sim: AgoraSimulator,
+    dag_id: str,
+    *,
+    dags: Path,
+    conf: dict[str, Any] | None = None,
+    debug: bool = False,
+    storage: dict[str, Any] | None = None,
 ) -> subprocess.CompletedProcess[str]:
     env = {
         **os.environ,
@@ -79,7 +86,12 @@ def dags_test(
         "AGORA_MANIFEST_DIR": str(home / "manifests"),
         "AIRFLOW_CONN_AGORA_DEFAULT": connection_json(sim.url),
         "AIRFLOW_CONN_RECORDING_STORAGE": json.dumps(
-            {"conn_type": "aws", "login": STORAGE_ACCESS_KEY, "password": STORAGE_SECRET_KEY, "extra": {"bucket": "b"}}
+            {
+                "conn_type": "aws",
+                "login": STORAGE_ACCESS_KEY,
+                "password": STORAGE_SECRET_KEY,
+                "extra": storage or {"bucket": "b"},
+            }
         ),
     }
     if debug:
@@ -251,3 +263,37 @@ def test_deferrable_sensor_succeeds_through_the_trigger(airflow_home: Path, e2e_
     result = xcom(airflow_home, "agora_deferrable_check", "wait")
     assert (result["sid"], result["status"], result["ended_by"]) == (sid, 8, "status")
     assert [f["fileName"] for f in result["files"]] == [f"{sid}_bulk_{sid}.m3u8"]
+
+
+def test_the_storage_pipeline_reads_each_playlist_from_the_bucket_it_verified(airflow_home: Path) -> None:
+    """``agora_recording_to_storage`` (what ``make demo`` runs): the simulator uploads to a real
+    S3-compatible server, ``wait_for_end`` verifies the files there, and ``read_playlists`` opens each
+    playlist from the bucket through ``ObjectStoragePath`` and the ``recording_storage`` connection."""
+    pytest.importorskip("moto.server", reason="moto[server] is not installed (pip install -e '.[test]')")
+    pytest.importorskip("s3fs", reason="the s3 extra is not installed (pip install -e '.[test]')")
+    from tests.storage_server import running_s3_server
+
+    dag_id = "agora_recording_to_storage"
+    # At half speed the stopped recording shows 6, 7 and 8 for 6 s: wait_for_end's first poke sees it
+    # with its files, so what it verifies is the file list, not an empty one.
+    simulator = AgoraSimulator(customer_id=CUSTOMER_ID, customer_secret=CUSTOMER_SECRET, app_ids=(APP_ID,), speed=0.5)
+    with running_s3_server() as s3, simulator.start() as sim:
+        s3.create_bucket("demo-recordings")
+        storage = {"bucket": "demo-recordings", "endpoint_url": s3.endpoint_url, "region_name": "us-east-1"}
+        run = dags_test(airflow_home, sim, dag_id, dags=ROOT / "dags", storage=storage)
+        assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+        keys = s3.keys("demo-recordings")
+    stopped = xcom(airflow_home, dag_id, "stop_recording")
+    ended = xcom(airflow_home, dag_id, "wait_for_end")
+    read = xcom(airflow_home, dag_id, "read_playlists")
+    playlist_key = next(item["key"] for item in stopped["files"] if item["fileName"].endswith(".m3u8"))
+    segments = [key for key in keys if key.startswith(playlist_key.removesuffix(".m3u8")) and key.endswith(".ts")]
+    assert ended["verified_in_storage"] is True
+    assert read == [
+        {"key": playlist_key, "segments": len(segments), "duration_seconds": 2.0 * len(segments), "finished": True}
+    ]
+    manifest = json.loads(Path(xcom(airflow_home, dag_id, "build_manifest")).read_text())
+    assert {item["uri"] for item in manifest["files_by_uid"]["0"]} == {
+        f"s3://demo-recordings/{item['key']}" for item in stopped["files"]
+    }
+    assert STORAGE_SECRET_KEY not in run.stdout + run.stderr

@@ -113,6 +113,13 @@ def test_complete_files_finish_the_wait_with_their_uris_and_playlists() -> None:
     assert decision.memory.settled is None
 
 
+def test_a_wait_that_saw_no_file_list_has_nothing_to_verify_and_says_so() -> None:
+    decision = decide_on_storage(CHECK, WaitMemory(), settled(files=[]), examine(LOCATION, [], StorageListing({})), 1.0)
+    assert decision.outcome is Outcome.DONE
+    assert decision.result is not None and decision.result["verified_in_storage"] is False
+    assert "nothing to verify" in decision.message
+
+
 def test_missing_files_wait_within_the_grace_period_and_the_memory_keeps_agoras_answer() -> None:
     missing = examine(LOCATION, FILES, StorageListing({}))
     decision = decide_on_storage(CHECK, WaitMemory(), settled(), missing, 1000.0)
