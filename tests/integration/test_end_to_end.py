@@ -77,6 +77,7 @@ def dags_test(
     conf: dict[str, Any] | None = None,
     debug: bool = False,
     storage: dict[str, Any] | None = None,
+    extra_env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
     env = {
         **os.environ,
@@ -96,6 +97,7 @@ def dags_test(
     }
     if debug:
         env["AIRFLOW__LOGGING__LOGGING_LEVEL"] = "DEBUG"
+    env.update(extra_env or {})
     command = [AIRFLOW, "dags", "test", dag_id]
     if conf is not None:
         command += ["-c", json.dumps(conf)]
@@ -297,3 +299,32 @@ def test_the_storage_pipeline_reads_each_playlist_from_the_bucket_it_verified(ai
         f"s3://demo-recordings/{item['key']}" for item in stopped["files"]
     }
     assert STORAGE_SECRET_KEY not in run.stdout + run.stderr
+
+
+def test_openlineage_names_the_recordings_files_as_the_tasks_outputs(
+    airflow_home: Path, e2e_simulator: AgoraSimulator, tmp_path: Path
+) -> None:
+    """The real openlineage provider, with its file transport, captures what the operators and the
+    sensor say they produced: the start operator the recording's prefix, the stop operator and
+    the sensor each file, named as OpenLineage names object storage (``s3://bucket`` and the key)."""
+    pytest.importorskip("airflow.providers.openlineage", reason="apache-airflow-providers-openlineage is not installed")
+    events_file = tmp_path / "openlineage.jsonl"
+    transport = json.dumps({"type": "file", "log_file_path": str(events_file), "append": True})
+    run = dags_test(
+        airflow_home,
+        e2e_simulator,
+        "agora_recording_pipeline",
+        dags=ROOT / "dags",
+        extra_env={"AIRFLOW__OPENLINEAGE__TRANSPORT": transport, "AIRFLOW__OPENLINEAGE__NAMESPACE": "agora-tests"},
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    outputs: dict[str, set[tuple[str, str]]] = {}
+    for line in events_file.read_text().splitlines():
+        event = json.loads(line)
+        if event["eventType"] == "COMPLETE" and "." in event["job"]["name"]:
+            task_id = event["job"]["name"].split(".", 1)[1]
+            outputs[task_id] = {(output["namespace"], output["name"]) for output in event.get("outputs", [])}
+    stopped = xcom(airflow_home, "agora_recording_pipeline", "stop_recording")
+    started = xcom(airflow_home, "agora_recording_pipeline", "start_recording")
+    assert outputs["stop_recording"] == {("s3://b", item["key"]) for item in stopped["files"]}
+    assert outputs["start_recording"] == {("s3://b", started["storage"]["prefix"].rstrip("/"))}
