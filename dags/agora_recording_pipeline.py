@@ -43,7 +43,9 @@ def storage_config(vendor: int) -> dict[str, Any]:
         "bucket": "{{ conn.recording_storage.extra_dejson.bucket }}",
         "accessKey": "{{ conn.recording_storage.login }}",
         "secretKey": "{{ conn.recording_storage.password }}",
-        "fileNamePrefix": ["recordings", "{{ ds_nodash }}"],
+        # The run's day: its logical date, or, for a run triggered without one (Airflow 3's REST API
+        # and UI), when it was due to run. Agora allows only letters and digits in a prefix.
+        "fileNamePrefix": ["recordings", "{{ (dag_run.logical_date or dag_run.run_after).strftime('%Y%m%d') }}"],
     }
     if vendor == 11:
         config["extensionParams"] = {"endpoint": "{{ conn.recording_storage.extra_dejson.endpoint_url }}"}
