@@ -78,3 +78,20 @@ def test_lineage_without_files_names_the_prefix_and_without_storage_nothing() ->
     started = {"sid": SID, "storage": LOCATION.to_dict()}
     assert lineage_outputs(started) == [("s3://recordings", "room1")]
     assert lineage_outputs({"sid": SID, "files": [{"fileName": "a.m3u8"}]}) == []
+
+
+def test_uris_need_no_storage_library() -> None:
+    """Without the s3 extra nothing storage-related is imported: the operators, the sensor and a
+    result's URIs import no boto3, botocore, aiobotocore or s3fs."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "import airflow_provider_agora.operators.agora, airflow_provider_agora.sensors.agora\n"
+        "from airflow_provider_agora._storage.locations import StorageLocation\n"
+        "print(StorageLocation(vendor=1, region=0, bucket='b').uri_of('a.m3u8'))\n"
+        "print(sorted(m for m in ('boto3', 'botocore', 's3fs', 'aiobotocore') if m in sys.modules))\n"
+    )
+    answer = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True)
+    assert answer.stdout.split() == ["s3://b/a.m3u8", "[]"]
