@@ -10,10 +10,10 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, TypeVar
 
 from airflow_provider_agora.hooks.agora import AgoraHook, RetryPolicy
 from airflow_provider_agora.simulator import AgoraSimulator, max_in_sliding_second
@@ -41,6 +41,7 @@ __all__ = [
 CUSTOMER_ID = "test-customer"
 CUSTOMER_SECRET = "test-secret-Zq8w"  # distinctive, so that a leak is easy to find
 APP_ID = "testapp0123456789abcdef0123456789"
+T = TypeVar("T")
 FAST_RETRIES = RetryPolicy(max_attempts=6, initial_delay=0.01, max_delay=0.05, max_total_seconds=10)
 
 
@@ -545,3 +546,15 @@ def stop(sim: AgoraSimulator, recording: dict[str, str]) -> None:
     os.environ["AIRFLOW_CONN_AGORA_DEFAULT"] = connection_json(sim.url)
     sid = recording["sid"]
     AgoraHook(retry_policy=FAST_RETRIES).stop(recording["resource_id"], sid, f"bulk_{sid}", 1, recording_mode="mix")
+
+
+def wait_for(condition: Callable[[], T | None], timeout: float = 5.0, interval: float = 0.005) -> T:
+    """Poll ``condition`` until it returns something truthy, failing after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met before the deadline")
+        time.sleep(interval)

@@ -27,6 +27,7 @@ from airflow_provider_agora.simulator import (
 )
 from airflow_provider_agora.simulator._lifecycle import Clock
 from airflow_provider_agora.simulator._service import SlidingWindowLimiter
+from tests.support import wait_for
 
 AUTH = ("sim-customer", "sim-secret")
 APP = "sim-app"
@@ -123,18 +124,6 @@ def shape(value: Any) -> Any:
 
 
 # --- helpers -------------------------------------------------------------------------------------
-
-
-def wait_for(condition: Callable[[], T | None], timeout: float = 5.0, interval: float = 0.005) -> T:
-    """Poll ``condition`` until it returns something truthy, failing after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = condition()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met before the deadline")
-        time.sleep(interval)
 
 
 class Client:

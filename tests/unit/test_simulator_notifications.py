@@ -23,6 +23,7 @@ import requests
 
 from airflow_provider_agora.simulator import NOTIFY_RETRY_DELAYS, AgoraSimulator, NotificationRecord
 from airflow_provider_agora.simulator.__main__ import _parser, build_simulator, main
+from tests.support import wait_for
 
 SECRET = "ncs-secret"
 AUTH = ("sim-customer", "sim-secret")
@@ -30,18 +31,6 @@ UID = "527841"
 SPEED = 20.0
 MP4: dict[str, Any] = {"recordingFileConfig": {"avFileType": ["hls", "mp4"]}}
 T = TypeVar("T")
-
-
-def wait_for(condition: Callable[[], T | None], timeout: float = 5.0) -> T:
-    """Poll ``condition`` until it returns something truthy, failing after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = condition()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met before the deadline")
-        time.sleep(0.005)
 
 
 def wait_count(read: Callable[[], list[T]], count: int, timeout: float = 5.0) -> list[T]:

@@ -11,7 +11,6 @@ import logging
 import subprocess
 import sys
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -28,6 +27,7 @@ from airflow_provider_agora.simulator import AgoraSimulator
 from airflow_provider_agora.simulator._lifecycle import EXIT_TIMELINE, FIRST_SLICE_AT, SLICE_INTERVAL, Clock
 from airflow_provider_agora.simulator._storage import storage_target, utc_name
 from tests.storage_server import S3Server, running_s3_server
+from tests.support import wait_for
 
 ACCESS_KEY = "AKIASIMULATORTESTKEY"
 SECRET_KEY = "sim-storage-secret-0123456789abcdef"
@@ -36,18 +36,6 @@ UID = "527841"
 CNAME = "ch"
 PREFIX = "agora/rec"
 T = TypeVar("T")
-
-
-def wait_for(condition: Callable[[], T | None], timeout: float = 5.0) -> T:
-    """Poll ``condition`` until it returns something truthy, failing after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = condition()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met before the deadline")
-        time.sleep(0.005)
 
 
 class ManualClock(Clock):
