@@ -52,18 +52,18 @@ def outlet_events() -> Any:
 
 
 def test_every_declared_asset_outlet_gets_the_recording() -> None:
+    events = outlet_events()
     from airflow.sdk import Asset
 
-    events = outlet_events()
     outlet = Asset("s3://recordings/room1/")
     assert announce({"outlet_events": events}, [outlet], result()) == 1
     assert events[outlet].extra["sid"] == SID
 
 
 def test_an_asset_alias_gets_one_event_on_the_recordings_prefix() -> None:
+    events = outlet_events()
     from airflow.sdk import AssetAlias
 
-    events = outlet_events()
     alias = AssetAlias("finished-recordings")
     announce({"outlet_events": events}, [alias], result())
     (event,) = events[alias].asset_alias_events
