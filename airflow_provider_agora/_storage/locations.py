@@ -133,28 +133,28 @@ def _fail(message: str) -> AgoraConfigurationError:
     return AgoraConfigurationError(message)
 
 
-def _checked(
-    vendor: Any, region: Any, bucket: Any, prefix: Any, endpoint: Any, *, sid: str | None, names: Mapping[str, str]
-) -> tuple[int, int, str, tuple[str, ...], str | None]:
-    """Validate the parts of a location; ``names`` spells each field as the caller's input does, for the message."""
-    if isinstance(vendor, bool) or not isinstance(vendor, int) or vendor not in VENDORS:
+def _is_integer(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _checked_codes(vendor: Any, region: Any, *, sid: str | None, names: Mapping[str, str]) -> tuple[int, int]:
+    if not _is_integer(vendor) or vendor not in VENDORS:
         codes = ", ".join(str(code) for code in VENDORS)
         raise _fail(
             f"The {names['vendor']}{_of(sid)} must be one of Agora's vendor codes ({codes}), "
             f"got {vendor!r}; set it to the code of the cloud the bucket is in."
         )
-    if isinstance(region, bool) or not isinstance(region, int) or region < 0:
+    if not _is_integer(region) or region < 0:
         raise _fail(
             f"The {names['region']}{_of(sid)} must be Agora's region code, a non-negative integer, "
             f"got {region!r}; set it to the bucket's region code (0 where the vendor has none)."
         )
-    if not isinstance(bucket, str) or not bucket.strip() or "/" in bucket:
-        raise _fail(
-            f"The {names['bucket']}{_of(sid)} must be a bucket name (a non-empty string without '/'), "
-            f"got {bucket!r}; set it to the bucket the recording writes to."
-        )
+    return vendor, region
+
+
+def _checked_prefix(prefix: Any, *, sid: str | None, names: Mapping[str, str]) -> tuple[str, ...]:
     if prefix is None:
-        prefix = ()
+        return ()
     if isinstance(prefix, str) or not isinstance(prefix, Sequence):
         raise _fail(
             f"The {names['prefix']}{_of(sid)} must be a list of folder names, got {type(prefix).__name__}; "
@@ -166,18 +166,42 @@ def _checked(
                 f"Each entry of the {names['prefix']}{_of(sid)} must be one non-empty folder name "
                 f"without '/', got {part!r}; split the path into its folder names."
             )
-    if endpoint is not None:
-        if vendor != 11:
-            raise _fail(
-                f"The {names['endpoint']}{_of(sid)} is only used with vendor 11 (S3-compatible storage), "
-                f"but the vendor is {vendor}; drop the endpoint or set vendor 11."
-            )
-        if not isinstance(endpoint, str) or not endpoint.strip():
-            raise _fail(
-                f"The {names['endpoint']}{_of(sid)} must be the S3-compatible endpoint's host name, "
-                f"got {endpoint!r}; set it to the domain Agora uploads to."
-            )
-    return vendor, region, bucket, tuple(prefix), endpoint
+    return tuple(prefix)
+
+
+def _checked_endpoint(endpoint: Any, vendor: int, *, sid: str | None, names: Mapping[str, str]) -> str | None:
+    if endpoint is None:
+        return None
+    if vendor != 11:
+        raise _fail(
+            f"The {names['endpoint']}{_of(sid)} is only used with vendor 11 (S3-compatible storage), "
+            f"but the vendor is {vendor}; drop the endpoint or set vendor 11."
+        )
+    if not isinstance(endpoint, str) or not endpoint.strip():
+        raise _fail(
+            f"The {names['endpoint']}{_of(sid)} must be the S3-compatible endpoint's host name, "
+            f"got {endpoint!r}; set it to the domain Agora uploads to."
+        )
+    return endpoint
+
+
+def _checked(
+    vendor: Any, region: Any, bucket: Any, prefix: Any, endpoint: Any, *, sid: str | None, names: Mapping[str, str]
+) -> tuple[int, int, str, tuple[str, ...], str | None]:
+    """Validate the parts of a location; ``names`` spells each field as the caller's input does, for the message."""
+    vendor, region = _checked_codes(vendor, region, sid=sid, names=names)
+    if not isinstance(bucket, str) or not bucket.strip() or "/" in bucket:
+        raise _fail(
+            f"The {names['bucket']}{_of(sid)} must be a bucket name (a non-empty string without '/'), "
+            f"got {bucket!r}; set it to the bucket the recording writes to."
+        )
+    return (
+        vendor,
+        region,
+        bucket,
+        _checked_prefix(prefix, sid=sid, names=names),
+        _checked_endpoint(endpoint, vendor, sid=sid, names=names),
+    )
 
 
 _FIELD_NAMES = MappingProxyType(

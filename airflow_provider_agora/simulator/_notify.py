@@ -350,10 +350,10 @@ class Notifier:
             return recording.abnormal_at
         return self._faults.abnormal_at(sid)
 
-    def _emit(
+    def _details(
         self, recording: Recording, track: _Track, at: float, event_type: int, abnormal: bool, slice_start_ms: int
-    ) -> list[_Delivery]:
-        """Build one event's delivery; returns what is to be sent now (reorder fault aside)."""
+    ) -> tuple[dict[str, Any], int]:
+        """An event's ``details`` as Agora sends them, and the new uid of a fail-over (12; else 0)."""
         new_uid = 0
         uploader_error = event_type == _UPLOADER_ERROR
         if uploader_error:
@@ -386,6 +386,16 @@ class Notifier:
             while str(new_uid) == track.uid:
                 new_uid = secrets.randbelow(_MAX_UID) + 1
             details["newUid"] = new_uid
+        return details, new_uid
+
+    def _emit(
+        self, recording: Recording, track: _Track, at: float, event_type: int, abnormal: bool, slice_start_ms: int
+    ) -> list[_Delivery]:
+        """Build one event's delivery; returns what is to be sent now (reorder fault aside)."""
+        details, new_uid = self._details(recording, track, at, event_type, abnormal, slice_start_ms)
+        uploader_error = event_type == _UPLOADER_ERROR
+        if uploader_error:
+            event_type = 1
         payload = {
             "cname": recording.resource.cname,
             "uid": track.uid,
